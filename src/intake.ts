@@ -1,0 +1,231 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsc, promises as fsp } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'winston';
+import { quarantineDataName, type ItemRecord, type SourceIdentity } from './item.js';
+import type { Journal } from './journal.js';
+import type { WriterChecker } from './writer-check.js';
+import { PathEscapeError, type VerifiedDirectory, type Zone } from './zone.js';
+
+/** O_NONBLOCK keeps a FIFO that slipped past lstat from blocking the open; it changes nothing for regular files. */
+const SOURCE_OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+const QUARANTINE_FILE_MODE = 0o600;
+
+export type IntakeOutcome =
+  | { readonly kind: 'taken'; readonly item: ItemRecord }
+  /** Not finished yet, or something passing (no space): try again later. The source is untouched. */
+  | { readonly kind: 'deferred'; readonly retryInMs: number; readonly reason: string }
+  /** Never taken as it is (symlink, hard link, FIFO, ...): left in place. */
+  | { readonly kind: 'refused'; readonly reason: string }
+  /** Vanished, or not a file. */
+  | { readonly kind: 'gone' };
+
+export interface IntakeDependencies {
+  readonly zone: Zone;
+  /** Real path of source_path. */
+  readonly sourceRoot: string;
+  readonly quarantine: VerifiedDirectory;
+  readonly journal: Journal;
+  readonly writerChecker: WriterChecker;
+  readonly logger: Logger;
+  readonly now: () => Date;
+}
+
+/** Copies finished files from source_path into quarantine, hashing them in the same read, then removes the source. */
+export class Intake {
+  /** Sources copied and recorded whose removal failed: never take the same bytes twice. */
+  private readonly unremovedSources = new Map<string, string>();
+
+  constructor(private readonly deps: IntakeDependencies) {}
+
+  async take(relativePath: string, signal: AbortSignal): Promise<IntakeOutcome> {
+    const { zone, sourceRoot } = this.deps;
+    const name = path.basename(relativePath);
+    let directory: VerifiedDirectory;
+    try {
+      directory = await zone.openDirectory(path.join(sourceRoot, path.dirname(relativePath)));
+    } catch (error) {
+      if (error instanceof PathEscapeError) return { kind: 'refused', reason: error.message };
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'gone' };
+      if (code === 'ELOOP') return { kind: 'refused', reason: 'a directory on its path is a symbolic link' };
+      throw error;
+    }
+    try {
+      return await this.takeFrom(directory, name, relativePath, signal);
+    } finally {
+      await directory.close();
+    }
+  }
+
+  private async takeFrom(directory: VerifiedDirectory, name: string, relativePath: string, signal: AbortSignal): Promise<IntakeOutcome> {
+    let linkStats: BigIntStats;
+    try {
+      linkStats = await fsp.lstat(directory.entry(name), { bigint: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'gone' };
+      throw error;
+    }
+    const refusal = refusalFor(linkStats);
+    if (refusal === 'directory') return { kind: 'gone' };
+    if (refusal !== null) return { kind: 'refused', reason: refusal };
+
+    let source: FileHandle;
+    try {
+      source = await fsp.open(directory.entry(name), SOURCE_OPEN_FLAGS);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return { kind: 'gone' };
+      if (code === 'ELOOP') return { kind: 'refused', reason: 'it is a symbolic link' };
+      if (code === 'EACCES' || code === 'EPERM') return { kind: 'refused', reason: `shuttle may not read it (${code})` };
+      throw error;
+    }
+    try {
+      return await this.copyToQuarantine(directory, name, relativePath, source, linkStats, signal);
+    } finally {
+      await source.close();
+    }
+  }
+
+  private async copyToQuarantine(
+    directory: VerifiedDirectory,
+    name: string,
+    relativePath: string,
+    source: FileHandle,
+    linkStats: BigIntStats,
+    signal: AbortSignal,
+  ): Promise<IntakeOutcome> {
+    const { zone, quarantine, journal, writerChecker, logger } = this.deps;
+    const before = await source.stat({ bigint: true });
+    // What we opened must be what we looked at: a swap between lstat and open is refused, not followed.
+    if (before.ino !== linkStats.ino || before.dev !== linkStats.dev) return { kind: 'deferred', retryInMs: 0, reason: 'replaced while being opened' };
+    const refusal = refusalFor(before);
+    if (refusal !== null) return { kind: 'refused', reason: refusal };
+    const identityKey = `${before.dev}:${before.ino}:${before.size}:${before.mtimeNs}`;
+    const earlierItem = this.unremovedSources.get(identityKey);
+    if (earlierItem !== undefined) return { kind: 'refused', reason: `already in quarantine as item ${earlierItem}; removing the source failed` };
+
+    const sourcePath = directory.realEntry(name);
+    const check = writerChecker.check(sourcePath, source.fd, before);
+    if (check.kind === 'busy') return { kind: 'deferred', retryInMs: check.retryInMs, reason: check.reason };
+
+    const id = newItemId(this.deps.now());
+    const dataName = quarantineDataName(id);
+    let copied: { sha256: string; size: number };
+    try {
+      copied = await copyAndHash(source, await zone.createExclusive(quarantine, dataName, QUARANTINE_FILE_MODE), signal);
+    } catch (error) {
+      await removeQuietly(zone, quarantine, dataName);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (signal.aborted) return { kind: 'deferred', retryInMs: 0, reason: 'shutting down' };
+      if (code === 'ENOSPC' || code === 'EDQUOT') return { kind: 'deferred', retryInMs: 10_000, reason: `quarantine is full (${code})` };
+      throw error;
+    }
+    const after = await source.stat({ bigint: true });
+    if (!writerChecker.untouched(source.fd, check, before, after) || BigInt(copied.size) !== after.size) {
+      await removeQuietly(zone, quarantine, dataName);
+      return { kind: 'deferred', retryInMs: 0, reason: 'changed while being copied' };
+    }
+
+    const identity: SourceIdentity = { dev: Number(before.dev), ino: Number(before.ino), size: copied.size, mtimeNs: before.mtimeNs.toString() };
+    const item: ItemRecord = {
+      id,
+      relativePath,
+      size: copied.size,
+      sha256: copied.sha256,
+      uploaderUid: Number(before.uid),
+      source: identity,
+      quarantinedAt: this.deps.now().toISOString(),
+      state: 'quarantined',
+    };
+    // The copy is fsynced; once its record is durable too, the source may go.
+    await journal.append({ op: 'item', item });
+    try {
+      // A writer that opened the file after the copy would lose its bytes if we unlinked now: leave the
+      // file, and take it again only once it has changed.
+      if (!writerChecker.untouched(source.fd, check, before, await source.stat({ bigint: true }))) {
+        this.unremovedSources.set(identityKey, id);
+        logger.warn('source was opened for writing after it was copied; left in place', { path: sourcePath, id });
+      } else {
+        await removeSource(zone, directory, name, before);
+      }
+    } catch (error) {
+      this.unremovedSources.set(identityKey, id);
+      logger.error('source copied to quarantine but could not be removed; it will not be taken again', {
+        path: sourcePath,
+        id,
+        code: (error as NodeJS.ErrnoException).code,
+        error: (error as Error).message,
+      });
+    }
+    writerChecker.forget(sourcePath);
+    return { kind: 'taken', item };
+  }
+}
+
+/** Why a file is never taken, or 'directory' for a directory (walked, not taken), or null for a plain file. */
+function refusalFor(stats: BigIntStats): string | 'directory' | null {
+  if (stats.isDirectory()) return 'directory';
+  if (stats.isSymbolicLink()) return 'it is a symbolic link';
+  if (stats.isFIFO()) return 'it is a FIFO';
+  if (stats.isSocket()) return 'it is a socket';
+  if (stats.isBlockDevice() || stats.isCharacterDevice()) return 'it is a device node';
+  if (!stats.isFile()) return 'it is not a regular file';
+  if (stats.nlink > 1n) return `it has ${stats.nlink} hard links`;
+  return null;
+}
+
+/** Remove the source if it is still the very file we copied, then make the removal durable. */
+async function removeSource(zone: Zone, directory: VerifiedDirectory, name: string, copied: BigIntStats): Promise<void> {
+  const current = await fsp.lstat(directory.entry(name), { bigint: true });
+  if (current.ino !== copied.ino || current.dev !== copied.dev) {
+    throw Object.assign(new Error(`'${directory.realEntry(name)}' was replaced after it was copied`), { code: 'ESTALE' });
+  }
+  await zone.unlinkIn(directory, name);
+  await directory.handle.sync();
+}
+
+const SMALL_CHUNK = 256 * 1024;
+const LARGE_CHUNK = 4 * 1024 * 1024;
+
+/** Copy everything from `source` into `target` (which this closes), hashing the same bytes, then fsync. */
+export async function copyAndHash(source: FileHandle, target: FileHandle, signal: AbortSignal): Promise<{ sha256: string; size: number }> {
+  try {
+    const hash = createHash('sha256');
+    const sourceSize = (await source.stat()).size;
+    const buffer = Buffer.allocUnsafe(sourceSize > LARGE_CHUNK ? LARGE_CHUNK : SMALL_CHUNK);
+    let size = 0;
+    for (;;) {
+      signal.throwIfAborted();
+      const { bytesRead } = await source.read(buffer, 0, buffer.length, size);
+      if (bytesRead === 0) break;
+      const chunk = buffer.subarray(0, bytesRead);
+      hash.update(chunk);
+      let written = 0;
+      while (written < bytesRead) {
+        const result = await target.write(chunk, written, bytesRead - written, size + written);
+        written += result.bytesWritten;
+      }
+      size += bytesRead;
+    }
+    await target.sync();
+    return { sha256: hash.digest('hex'), size };
+  } finally {
+    await target.close();
+  }
+}
+
+async function removeQuietly(zone: Zone, directory: VerifiedDirectory, name: string): Promise<void> {
+  try {
+    await zone.unlinkIn(directory, name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
+/** Sortable by time, unique across restarts and processes. */
+export function newItemId(now: Date): string {
+  return `${now.getTime().toString(36)}-${randomBytes(6).toString('hex')}`;
+}

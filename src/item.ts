@@ -1,0 +1,66 @@
+import type { ScanReport } from './scanners/scanner.js';
+
+/**
+ * Where a file taken from source_path stands. Every state but `released` keeps the bytes in quarantine
+ * (or, for a release cut short, under a temporary name in destination_path that recovery finishes).
+ */
+export type ItemState =
+  /** Copied to quarantine and hashed; not yet judged by every scanner. */
+  | 'quarantined'
+  /** Every enabled scanner said clean about exactly these bytes; release may begin. */
+  | 'clean'
+  /** Some scanner found something. Held in quarantine, never released. */
+  | 'suspect'
+  /** Something went wrong that retrying will not fix (hash mismatch, bytes missing). Held and logged. */
+  | 'failed'
+  | 'released';
+
+/** Where the file came from, to recognise it again after a crash between intake and removing the source. */
+export interface SourceIdentity {
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeNs: string;
+}
+
+export interface ItemRecord {
+  readonly id: string;
+  /** Path relative to source_path, which is also the path it is released under. */
+  readonly relativePath: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly uploaderUid: number;
+  readonly source: SourceIdentity;
+  readonly quarantinedAt: string;
+  readonly state: ItemState;
+  readonly reports?: readonly ScanReport[];
+  readonly signature?: string;
+  readonly reason?: string;
+  /** Path relative to destination_path the file was released under. */
+  readonly releasedAs?: string;
+}
+
+export type JournalEntry =
+  /** The whole record: written at intake, and for every live item when the journal is compacted. */
+  | { readonly op: 'item'; readonly item: ItemRecord }
+  | { readonly op: 'scanned'; readonly id: string; readonly state: 'clean' | 'suspect'; readonly reports: readonly ScanReport[]; readonly signature?: string }
+  | { readonly op: 'failed'; readonly id: string; readonly reason: string }
+  | { readonly op: 'released'; readonly id: string; readonly releasedAs: string }
+  /** The temporary name and the quarantine copy of a released item are gone: nothing left to do. */
+  | { readonly op: 'done'; readonly id: string };
+
+/** The name of an item's bytes inside quarantine_path. */
+export function quarantineDataName(id: string): string {
+  return `${id}.data`;
+}
+
+/** The temporary name a release writes under, in the destination directory, before linking the final name. */
+export function releaseTemporaryName(id: string): string {
+  return `.shuttle-${id}.tmp`;
+}
+
+const RELEASE_TEMPORARY = /^\.shuttle-([0-9a-z]+-[0-9a-f]+)\.tmp$/;
+
+export function itemIdOfReleaseTemporary(name: string): string | null {
+  return RELEASE_TEMPORARY.exec(name)?.[1] ?? null;
+}

@@ -1,0 +1,296 @@
+import { constants as fsc, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'winston';
+import type { PipelineOptions } from './config.js';
+import type { Intake } from './intake.js';
+import { quarantineDataName, type ItemRecord } from './item.js';
+import { JOURNAL_NAME, type Journal } from './journal.js';
+import { hashHandle, ReleaseIntegrityError, type Releaser } from './release.js';
+import { scanWithAll } from './scanners/scan-all.js';
+import type { Scanner } from './scanners/scanner.js';
+import { KeyedQueue } from './work-queue.js';
+import type { VerifiedDirectory, Zone } from './zone.js';
+
+/** First retry for a file some writer still holds; doubles up to BUSY_RETRY_MAX_MS. */
+const BUSY_RETRY_FIRST_MS = 250;
+const BUSY_RETRY_MAX_MS = 5_000;
+/** After the drain deadline, in-flight work is aborted and gets this long to park. */
+const ABORT_GRACE_MS = 3_000;
+
+export interface PipelineCounts {
+  quarantined: number;
+  released: number;
+  suspect: number;
+  failed: number;
+  scanFailures: number;
+}
+
+export interface PipelineDependencies {
+  readonly options: PipelineOptions;
+  readonly zone: Zone;
+  /** Real path of source_path. */
+  readonly sourceRoot: string;
+  readonly quarantine: VerifiedDirectory;
+  readonly journal: Journal;
+  readonly intake: Intake;
+  readonly releaser: Releaser;
+  readonly scanners: readonly Scanner[];
+  readonly logger: Logger;
+}
+
+/**
+ * Moves each file through intake → scan → release (or hold), one keyed queue for source paths and one for
+ * quarantined items. Watcher hints only ever add keys; every decision re-reads the file system or the journal.
+ */
+export class Pipeline {
+  readonly counts: PipelineCounts = { quarantined: 0, released: 0, suspect: 0, failed: 0, scanFailures: 0 };
+  private readonly abort = new AbortController();
+  private readonly sourceQueue: KeyedQueue<string>;
+  private readonly itemQueue: KeyedQueue<string>;
+  /** Paths waiting for a writer to finish, with how many times they were found busy. */
+  private readonly deferred = new Map<string, { timer: NodeJS.Timeout; attempts: number }>();
+  private readonly busyAttempts = new Map<string, number>();
+  /** Items whose last scan or release failed, with their retry count. */
+  private readonly retries = new Map<string, { timer: NodeJS.Timeout | null; attempts: number }>();
+  /** Refused source paths and why, so each refusal is logged once. */
+  private readonly refusals = new Map<string, string>();
+  private stopping = false;
+
+  constructor(private readonly deps: PipelineDependencies) {
+    const { options, logger } = deps;
+    this.sourceQueue = new KeyedQueue(options.intakeConcurrency, (relativePath) => this.takeFromSource(relativePath), (relativePath, error) =>
+      this.onUnexpected('intake failed; the file stays in source', { path: path.join(deps.sourceRoot, relativePath) }, error, () =>
+        this.deferSource(relativePath, 'unexpected error'),
+      ),
+    );
+    this.itemQueue = new KeyedQueue(options.scanConcurrency, (id) => this.advanceItem(id), (id, error) =>
+      this.onUnexpected('item failed; it stays in quarantine', { id }, error, () => this.scheduleRetry(id)),
+    );
+    logger.debug('pipeline ready', { intakeConcurrency: options.intakeConcurrency, scanConcurrency: options.scanConcurrency });
+  }
+
+  /** A watcher's hint that something at `relativePath` (under source_path) may want taking. */
+  noticeSourcePath(relativePath: string): void {
+    if (this.stopping || this.deferred.has(relativePath)) return;
+    this.sourceQueue.add(relativePath);
+  }
+
+  get queueDepth(): { source: number; items: number } {
+    return { source: this.sourceQueue.pending + this.sourceQueue.active + this.deferred.size, items: this.deps.journal.items().size };
+  }
+
+  /**
+   * Bring every item the journal knows back into motion after a start or a crash, and remove what an
+   * interrupted intake left behind. Runs before the watcher starts.
+   */
+  async recover(): Promise<void> {
+    const { journal, quarantine, zone, logger } = this.deps;
+    const live = journal.items();
+    for (const name of await quarantine.list()) {
+      const dataId = /^(.+)\.data$/.exec(name)?.[1];
+      const staleJournalCopy = name.startsWith(`.${JOURNAL_NAME}.`) && name.endsWith('.tmp');
+      if ((dataId !== undefined && !live.has(dataId)) || staleJournalCopy) {
+        // An intake that never reached the journal: its source is still in place.
+        await zone.unlinkIn(quarantine, name);
+        logger.info('removed an incomplete quarantine copy', { path: quarantine.realEntry(name) });
+      }
+    }
+    const held: Record<string, number> = {};
+    for (const item of [...live.values()]) {
+      if (item.state !== 'released') await this.removeSourceLeftBehind(item);
+      if (item.state === 'quarantined' && !(await exists(quarantine.entry(quarantineDataName(item.id))))) {
+        await this.fail(item, 'its quarantine copy is missing');
+        continue;
+      }
+      if (item.state === 'suspect' || item.state === 'failed') held[item.state] = (held[item.state] ?? 0) + 1;
+      else this.itemQueue.add(item.id);
+    }
+    logger.info('journal recovered', { items: live.size, ...held });
+  }
+
+  /** Stop intake, let in-flight work finish until the deadline, then abort it so it parks. */
+  async stop(deadlineMs: number): Promise<'drained' | 'aborted'> {
+    this.stopping = true;
+    this.sourceQueue.close();
+    this.itemQueue.close();
+    for (const { timer } of this.deferred.values()) clearTimeout(timer);
+    for (const { timer } of this.retries.values()) if (timer !== null) clearTimeout(timer);
+    this.deferred.clear();
+    const idle = Promise.all([this.sourceQueue.whenIdle(), this.itemQueue.whenIdle()]).then(() => 'drained' as const);
+    const outcome = await Promise.race([idle, delay(deadlineMs).then(() => 'deadline' as const)]);
+    if (outcome === 'drained') return outcome;
+    this.abort.abort();
+    await Promise.race([idle, delay(ABORT_GRACE_MS)]);
+    return 'aborted';
+  }
+
+  private async takeFromSource(relativePath: string): Promise<void> {
+    const { intake, logger, sourceRoot } = this.deps;
+    const outcome = await intake.take(relativePath, this.abort.signal);
+    const fullPath = path.join(sourceRoot, relativePath);
+    if (outcome.kind !== 'deferred') this.busyAttempts.delete(relativePath);
+    if (outcome.kind !== 'refused') this.refusals.delete(relativePath);
+    switch (outcome.kind) {
+      case 'taken':
+        this.counts.quarantined++;
+        logger.info('quarantined', { path: fullPath, id: outcome.item.id, sha256: outcome.item.sha256, size: outcome.item.size });
+        this.itemQueue.add(outcome.item.id);
+        return;
+      case 'deferred':
+        logger.debug('not taken yet', { path: fullPath, reason: outcome.reason });
+        this.deferSource(relativePath, outcome.reason, outcome.retryInMs);
+        return;
+      case 'refused':
+        if (this.refusals.get(relativePath) !== outcome.reason) {
+          this.refusals.set(relativePath, outcome.reason);
+          logger.warn('left in source', { path: fullPath, reason: outcome.reason });
+        }
+        return;
+      case 'gone':
+        return;
+    }
+  }
+
+  private deferSource(relativePath: string, reason: string, retryInMs = 0): void {
+    if (this.stopping) return;
+    const attempts = (this.busyAttempts.get(relativePath) ?? 0) + 1;
+    this.busyAttempts.set(relativePath, attempts);
+    const wait = retryInMs > 0 ? retryInMs : Math.min(BUSY_RETRY_MAX_MS, BUSY_RETRY_FIRST_MS * 2 ** (attempts - 1));
+    const timer = setTimeout(() => {
+      this.deferred.delete(relativePath);
+      this.noticeSourcePath(relativePath);
+    }, wait);
+    this.deferred.set(relativePath, { timer, attempts });
+    if (attempts === 1 || attempts % 20 === 0) this.deps.logger.debug('waiting', { path: relativePath, reason, attempts });
+  }
+
+  private async advanceItem(id: string): Promise<void> {
+    const item = this.deps.journal.get(id);
+    if (item === undefined) return;
+    switch (item.state) {
+      case 'quarantined':
+        await this.scan(item);
+        return;
+      case 'clean':
+        await this.release(item);
+        return;
+      case 'released':
+        await this.deps.releaser.cleanUpReleased(item);
+        return;
+      case 'suspect':
+      case 'failed':
+        return;
+    }
+  }
+
+  private async scan(item: ItemRecord): Promise<void> {
+    const { journal, logger, quarantine, scanners } = this.deps;
+    const target = { path: quarantine.realEntry(quarantineDataName(item.id)), size: item.size, sha256: item.sha256 };
+    const { verdict, reports } = await scanWithAll([...scanners], target, this.abort.signal);
+    if (verdict.kind === 'failed') {
+      if (verdict.code === 'aborted') return;
+      this.counts.scanFailures++;
+      const retryInMs = this.scheduleRetry(item.id);
+      logger.warn('not scanned; the file waits in quarantine', { id: item.id, path: item.relativePath, code: verdict.code, reason: verdict.reason, retryInSeconds: retryInMs / 1000 });
+      return;
+    }
+    this.retries.delete(item.id);
+    if (verdict.kind === 'suspect') {
+      await journal.append({ op: 'scanned', id: item.id, state: 'suspect', reports, signature: verdict.signature });
+      this.counts.suspect++;
+      logger.error('suspect file held in quarantine', { id: item.id, path: item.relativePath, sha256: item.sha256, signature: verdict.signature });
+      return;
+    }
+    await journal.append({ op: 'scanned', id: item.id, state: 'clean', reports });
+    logger.debug('clean', { id: item.id, path: item.relativePath, scanners: reports.map((report) => report.scanner) });
+    const scanned = journal.get(item.id);
+    if (scanned !== undefined) await this.release(scanned);
+  }
+
+  private async release(item: ItemRecord): Promise<void> {
+    try {
+      await this.deps.releaser.release(item, this.abort.signal);
+      this.retries.delete(item.id);
+      this.counts.released++;
+    } catch (error) {
+      if (error instanceof ReleaseIntegrityError) {
+        await this.fail(item, error.message);
+        return;
+      }
+      if (this.abort.signal.aborted) return;
+      const retryInMs = this.scheduleRetry(item.id);
+      this.deps.logger.error('release failed; the file waits in quarantine', {
+        id: item.id,
+        path: item.relativePath,
+        code: (error as NodeJS.ErrnoException).code,
+        error: (error as Error).message,
+        retryInSeconds: retryInMs / 1000,
+      });
+    }
+  }
+
+  private async fail(item: ItemRecord, reason: string): Promise<void> {
+    await this.deps.journal.append({ op: 'failed', id: item.id, reason });
+    this.counts.failed++;
+    this.deps.logger.error('item failed and is held in quarantine', { id: item.id, path: item.relativePath, reason });
+  }
+
+  /** Exponential backoff with jitter, so a scanner coming back is not hit by every file at once. */
+  private scheduleRetry(id: string): number {
+    const { retryBaseMs, retryMaxMs } = this.deps.options;
+    const previous = this.retries.get(id);
+    if (previous?.timer) clearTimeout(previous.timer);
+    const attempts = (previous?.attempts ?? 0) + 1;
+    const base = Math.min(retryMaxMs, retryBaseMs * 2 ** (attempts - 1));
+    const wait = Math.round(base * (0.8 + Math.random() * 0.4));
+    const timer = this.stopping ? null : setTimeout(() => this.itemQueue.add(id), wait);
+    this.retries.set(id, { timer, attempts });
+    return wait;
+  }
+
+  /**
+   * A crash between recording an intake and removing its source leaves both. The source goes only if it is
+   * still the very file that was copied: same inode, size, mtime and SHA-256.
+   */
+  private async removeSourceLeftBehind(item: ItemRecord): Promise<void> {
+    const { zone, sourceRoot, logger } = this.deps;
+    let directory: VerifiedDirectory;
+    try {
+      directory = await zone.openDirectory(path.join(sourceRoot, path.dirname(item.relativePath)));
+    } catch {
+      return;
+    }
+    try {
+      const name = path.basename(item.relativePath);
+      const stats = await fsp.lstat(directory.entry(name), { bigint: true }).catch(() => null);
+      const { source } = item;
+      if (stats === null || Number(stats.ino) !== source.ino || Number(stats.dev) !== source.dev || Number(stats.size) !== source.size || stats.mtimeNs.toString() !== source.mtimeNs) return;
+      const handle = await fsp.open(directory.entry(name), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+      const sha256 = await hashHandle(handle).finally(() => handle.close());
+      if (sha256 !== item.sha256) return;
+      await zone.unlinkIn(directory, name);
+      await directory.handle.sync();
+      logger.info('removed a source that an interrupted intake had already copied', { id: item.id, path: directory.realEntry(name) });
+    } finally {
+      await directory.close();
+    }
+  }
+
+  private onUnexpected(message: string, meta: Record<string, unknown>, error: unknown, retry: () => void): void {
+    this.deps.logger.error(message, { ...meta, code: (error as NodeJS.ErrnoException).code, error: (error as Error).message });
+    retry();
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+async function exists(target: string): Promise<boolean> {
+  try {
+    await fsp.lstat(target);
+    return true;
+  } catch {
+    return false;
+  }
+}

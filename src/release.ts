@@ -1,0 +1,242 @@
+import { createHash } from 'node:crypto';
+import { constants as fsc, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'winston';
+import { copyAndHash } from './intake.js';
+import { quarantineDataName, releaseTemporaryName, type ItemRecord } from './item.js';
+import type { Journal } from './journal.js';
+import type { VerifiedDirectory, Zone } from './zone.js';
+
+/** Released files: read and write for owner and group, nothing for others, never executable (invariant 7). */
+export const RELEASED_FILE_MODE = 0o660;
+const MAX_COLLISION_SUFFIX = 10_000;
+
+/** The bytes about to be released are not the bytes that were scanned. The item is held as failed. */
+export class ReleaseIntegrityError extends Error {
+  constructor(
+    readonly id: string,
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`item ${id}: released bytes hash to ${actual}, intake recorded ${expected}`);
+    this.name = 'ReleaseIntegrityError';
+  }
+}
+
+export interface ReleaseDependencies {
+  readonly zone: Zone;
+  /** Real path of destination_path. */
+  readonly destinationRoot: string;
+  readonly quarantine: VerifiedDirectory;
+  readonly journal: Journal;
+  readonly logger: Logger;
+  /** Quarantine and destination share a filesystem: release by rename instead of a second copy. */
+  readonly sameFilesystem: boolean;
+}
+
+/**
+ * Puts clean files into destination_path under their relative path. The bytes go to a temporary name in
+ * the target directory first, are checked against the intake SHA-256, and only then get their final name
+ * through link(2), which fails rather than replace an existing name (invariants 3 and 5).
+ *
+ * Each step can be cut short by kill -9; `release` also finishes a release that a crash interrupted,
+ * using what it finds: the temporary name, its link count, and whether the quarantine copy is still there.
+ */
+export class Releaser {
+  constructor(private readonly deps: ReleaseDependencies) {}
+
+  async release(item: ItemRecord, signal: AbortSignal): Promise<string> {
+    if (item.state !== 'clean') throw new Error(`item ${item.id} is ${item.state}, not clean: refusing to release`);
+    const { zone, logger } = this.deps;
+    const directory = await this.ensureDirectory(path.dirname(item.relativePath));
+    try {
+      const temporary = releaseTemporaryName(item.id);
+      const leftover = await lstatOrNull(directory.entry(temporary));
+      if (leftover !== null && leftover.nlink > 1) {
+        // Linked before a crash, not yet recorded: the other name is the release.
+        const releasedName = await findOtherName(directory, temporary, leftover.ino);
+        if (releasedName !== null) return await this.finish(item, directory, temporary, releasedName, false);
+      }
+      const dataPresent = (await lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id)))) !== null;
+      if (leftover !== null && dataPresent) await zone.unlinkIn(directory, temporary);
+      if (leftover === null || dataPresent) await this.placeTemporary(item, directory, temporary, signal);
+      else await this.verifyTemporary(item, directory, temporary);
+
+      const wanted = path.basename(item.relativePath);
+      const finalName = await this.linkWithoutOverwriting(directory, temporary, wanted);
+      if (finalName !== wanted) {
+        logger.warn('name already taken in destination; released under a distinct name', {
+          id: item.id,
+          path: directory.realEntry(wanted),
+          releasedAs: directory.realEntry(finalName),
+        });
+      }
+      return await this.finish(item, directory, temporary, finalName, true);
+    } finally {
+      await directory.close();
+    }
+  }
+
+  /** Record the release, then remove the temporary name and the quarantine copy. */
+  private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean): Promise<string> {
+    await directory.handle.sync();
+    const releasedAs = path.join(path.dirname(item.relativePath), finalName);
+    await this.deps.journal.append({ op: 'released', id: item.id, releasedAs });
+    this.deps.logger.info(fresh ? 'released' : 'release completed after restart', {
+      id: item.id,
+      path: directory.realEntry(finalName),
+      sha256: item.sha256,
+      size: item.size,
+    });
+    await this.removeLeftovers(item.id, directory);
+    return releasedAs;
+  }
+
+  /** For an item recorded as released: drop the temporary name and the quarantine copy, then forget it. */
+  async cleanUpReleased(item: ItemRecord): Promise<void> {
+    const directory = await this.deps.zone.openDirectory(path.join(this.deps.destinationRoot, path.dirname(item.relativePath)));
+    try {
+      await this.removeLeftovers(item.id, directory);
+    } finally {
+      await directory.close();
+    }
+  }
+
+  private async removeLeftovers(id: string, directory: VerifiedDirectory): Promise<void> {
+    const { zone, journal, quarantine } = this.deps;
+    const temporary = releaseTemporaryName(id);
+    const leftover = await lstatOrNull(directory.entry(temporary));
+    // Only a temporary name that is a second link may go: with one link it would be the only copy.
+    if (leftover !== null && leftover.nlink > 1) await zone.unlinkIn(directory, temporary);
+    if ((await lstatOrNull(quarantine.entry(quarantineDataName(id)))) !== null) await zone.unlinkIn(quarantine, quarantineDataName(id));
+    await journal.append({ op: 'done', id });
+  }
+
+  /** Bring the quarantine copy to `temporary` in the target directory, with its final mode and group. */
+  private async placeTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string, signal: AbortSignal): Promise<void> {
+    const { zone, quarantine } = this.deps;
+    const dataName = quarantineDataName(item.id);
+    if (this.deps.sameFilesystem) {
+      await zone.moveInto(quarantine.entry(dataName), directory, temporary);
+      await quarantine.handle.sync();
+      await this.verifyTemporary(item, directory, temporary);
+      return;
+    }
+    const source = await fsp.open(quarantine.entry(dataName), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      const target = await zone.createExclusive(directory, temporary, RELEASED_FILE_MODE);
+      await this.adoptDirectoryGroup(directory, target);
+      const copied = await copyAndHash(source, target, signal);
+      if (copied.sha256 !== item.sha256) {
+        await zone.unlinkIn(directory, temporary);
+        throw new ReleaseIntegrityError(item.id, item.sha256, copied.sha256);
+      }
+    } finally {
+      await source.close();
+    }
+  }
+
+  /** Hash what is under `temporary` and give it the released mode and group. A mismatch is moved back. */
+  private async verifyTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string): Promise<void> {
+    const handle = await fsp.open(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      const actual = await hashHandle(handle);
+      if (actual !== item.sha256) {
+        await this.deps.zone.moveInto(directory.entry(temporary), this.deps.quarantine, quarantineDataName(item.id));
+        throw new ReleaseIntegrityError(item.id, item.sha256, actual);
+      }
+      // A moved file keeps its old group and mode: set both explicitly.
+      await this.adoptDirectoryGroup(directory, handle);
+      await handle.chmod(RELEASED_FILE_MODE);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async adoptDirectoryGroup(directory: VerifiedDirectory, handle: FileHandle): Promise<void> {
+    const [directoryStats, fileStats] = await Promise.all([directory.handle.stat(), handle.stat()]);
+    if (fileStats.gid !== directoryStats.gid) await handle.chown(-1, directoryStats.gid);
+  }
+
+  private async linkWithoutOverwriting(directory: VerifiedDirectory, temporary: string, wanted: string): Promise<string> {
+    for (let attempt = 0; attempt <= MAX_COLLISION_SUFFIX; attempt++) {
+      const candidate = collisionName(wanted, attempt);
+      try {
+        await this.deps.zone.link(directory, temporary, candidate);
+        return candidate;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+    }
+    throw new Error(`'${directory.realEntry(wanted)}': more than ${MAX_COLLISION_SUFFIX} files already carry this name`);
+  }
+
+  /**
+   * Open (creating where missing) the destination directory for a relative directory path. A new directory
+   * gets its parent's mode (setgid included) and group; its default ACL the kernel copies from the parent.
+   */
+  private async ensureDirectory(relativeDirectory: string): Promise<VerifiedDirectory> {
+    const { zone, destinationRoot } = this.deps;
+    let current = await zone.openDirectory(destinationRoot);
+    if (relativeDirectory === '.' || relativeDirectory === '') return current;
+    try {
+      for (const component of relativeDirectory.split(path.sep)) {
+        if ((await lstatOrNull(current.entry(component))) === null) {
+          const parent = await current.handle.stat();
+          const mode = parent.mode & 0o7777;
+          try {
+            await zone.mkdirIn(current, component, mode);
+            // mkdir(2) applies the umask and may drop setgid: state the mode outright.
+            await zone.chmodIn(current, component, mode);
+            const created = await fsp.lstat(current.entry(component));
+            if (created.gid !== parent.gid) await zone.chownIn(current, component, -1, parent.gid);
+          } catch (error) {
+            if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+          }
+        }
+        const next = await zone.openDirectory(current.realEntry(component));
+        await current.close();
+        current = next;
+      }
+      return current;
+    } catch (error) {
+      await current.close();
+      throw error;
+    }
+  }
+}
+
+/** `report.csv`, then `report (1).csv`, `report (2).csv`, ... */
+export function collisionName(name: string, attempt: number): string {
+  if (attempt === 0) return name;
+  const extension = path.extname(name);
+  return `${name.slice(0, name.length - extension.length)} (${attempt})${extension}`;
+}
+
+async function lstatOrNull(target: string): Promise<import('node:fs').Stats | null> {
+  try {
+    return await fsp.lstat(target);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+async function findOtherName(directory: VerifiedDirectory, temporary: string, ino: number): Promise<string | null> {
+  for (const name of await directory.list()) {
+    if (name === temporary) continue;
+    const stats = await lstatOrNull(directory.entry(name));
+    if (stats !== null && stats.ino === ino) return name;
+  }
+  return null;
+}
+
+export async function hashHandle(handle: FileHandle): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, highWaterMark: 1024 * 1024 })) {
+    hash.update(chunk as Buffer);
+  }
+  return hash.digest('hex');
+}

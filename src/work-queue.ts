@@ -1,0 +1,82 @@
+/**
+ * Work keyed by path or item id, at most `concurrency` at a time. Adding a key that is already waiting
+ * does nothing; adding one that is running makes it run once more afterwards, so bursts of watcher events
+ * for one file coalesce into at most one extra pass.
+ */
+export class KeyedQueue<K> {
+  private readonly waiting: K[] = [];
+  private readonly queued = new Set<K>();
+  private readonly running = new Set<K>();
+  private readonly rerun = new Set<K>();
+  private idleWaiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(
+    private readonly concurrency: number,
+    private readonly worker: (key: K) => Promise<void>,
+    private readonly onError: (key: K, error: unknown) => void,
+  ) {}
+
+  add(key: K): void {
+    if (this.closed) return;
+    if (this.running.has(key)) {
+      this.rerun.add(key);
+      return;
+    }
+    if (this.queued.has(key)) return;
+    this.queued.add(key);
+    this.waiting.push(key);
+    this.pump();
+  }
+
+  get pending(): number {
+    return this.waiting.length;
+  }
+
+  get active(): number {
+    return this.running.size;
+  }
+
+  /** Take no more work; what is running carries on. */
+  close(): void {
+    this.closed = true;
+    this.waiting.length = 0;
+    this.queued.clear();
+    this.rerun.clear();
+    this.settleIfIdle();
+  }
+
+  /** Resolves when nothing is running or waiting. */
+  whenIdle(): Promise<void> {
+    if (this.running.size === 0 && this.waiting.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private pump(): void {
+    while (this.running.size < this.concurrency && this.waiting.length > 0) {
+      const key = this.waiting.shift() as K;
+      this.queued.delete(key);
+      this.running.add(key);
+      void this.run(key);
+    }
+  }
+
+  private async run(key: K): Promise<void> {
+    try {
+      await this.worker(key);
+    } catch (error) {
+      this.onError(key, error);
+    }
+    this.running.delete(key);
+    if (this.rerun.delete(key)) this.add(key);
+    this.pump();
+    this.settleIfIdle();
+  }
+
+  private settleIfIdle(): void {
+    if (this.running.size > 0 || this.waiting.length > 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    waiters.forEach((resolve) => resolve());
+  }
+}

@@ -1,0 +1,166 @@
+import { constants as fsc, promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+
+/** A write the daemon was about to make outside its configured directories. Never caught silently. */
+export class ZoneError extends Error {
+  readonly code = 'EZONE';
+  constructor(
+    readonly operation: string,
+    readonly target: string,
+  ) {
+    super(`refusing to ${operation} '${target}': outside the directories shuttle manages`);
+    this.name = 'ZoneError';
+  }
+}
+
+/** A path whose directory chain is not what it claims to be (a symlink somewhere, or a swapped directory). */
+export class PathEscapeError extends Error {
+  readonly code = 'ESYMLINK';
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+  ) {
+    super(`'${expected}' resolves to '${actual}': a symbolic link or a replaced directory is in the way`);
+    this.name = 'PathEscapeError';
+  }
+}
+
+const DIRECTORY_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
+
+/**
+ * An open directory whose real location was checked after opening. Names inside it are reached through
+ * /proc/self/fd/N, which the kernel resolves to this very directory: a component swapped for a symlink
+ * after the check cannot redirect a later open, link, rename or unlink.
+ */
+export class VerifiedDirectory {
+  constructor(
+    readonly handle: FileHandle,
+    /** The real path, as the kernel reports it for the open descriptor. */
+    readonly realPath: string,
+  ) {}
+
+  /** A path for `name` inside this directory that cannot be redirected. */
+  entry(name: string): string {
+    if (name === '' || name === '.' || name === '..' || name.includes('/')) {
+      throw new Error(`not a plain file name: '${name}'`);
+    }
+    return `/proc/self/fd/${this.handle.fd}/${name}`;
+  }
+
+  /** The real path of `name`, for zone checks and messages. */
+  realEntry(name: string): string {
+    return path.join(this.realPath, name);
+  }
+
+  list(): Promise<string[]> {
+    return fsp.readdir(`/proc/self/fd/${this.handle.fd}`);
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+/**
+ * The set of directories the daemon may write in (invariant 4). Every write goes through a method here,
+ * which checks the real target against the roots before touching it.
+ */
+export class Zone {
+  private readonly roots: readonly string[];
+
+  /** `roots` must already be real paths (fs.realpath), so that a symlinked mount point still matches. */
+  constructor(roots: readonly string[]) {
+    this.roots = roots.map((root) => path.resolve(root));
+  }
+
+  contains(target: string): boolean {
+    const resolved = path.resolve(target);
+    return this.roots.some((root) => resolved === root || resolved.startsWith(root + path.sep));
+  }
+
+  assertWritable(operation: string, target: string): void {
+    if (!this.contains(target)) throw new ZoneError(operation, target);
+  }
+
+  /**
+   * Open `directory` without following a symlink at any level: after opening, the kernel's idea of where the
+   * descriptor points must equal the path we asked for, so a symlinked component anywhere is refused.
+   */
+  async openDirectory(directory: string): Promise<VerifiedDirectory> {
+    const expected = path.resolve(directory);
+    const handle = await fsp.open(expected, DIRECTORY_FLAGS);
+    try {
+      const realPath = await fsp.readlink(`/proc/self/fd/${handle.fd}`);
+      if (realPath !== expected) throw new PathEscapeError(expected, realPath);
+      if (!this.contains(realPath)) throw new ZoneError('open', realPath);
+      return new VerifiedDirectory(handle, realPath);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  async createExclusive(directory: VerifiedDirectory, name: string, mode: number): Promise<FileHandle> {
+    this.assertWritable('create', directory.realEntry(name));
+    return fsp.open(directory.entry(name), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+  }
+
+  /** rename(2) that never replaces: callers pass names they created themselves. */
+  async moveInto(fromPath: string, directory: VerifiedDirectory, name: string): Promise<void> {
+    this.assertWritable('move', fromPath);
+    this.assertWritable('move', directory.realEntry(name));
+    await fsp.rename(fromPath, directory.entry(name));
+  }
+
+  /** link(2): fails with EEXIST rather than replace, which is what makes release never overwrite. */
+  async link(directory: VerifiedDirectory, existing: string, name: string): Promise<void> {
+    this.assertWritable('link', directory.realEntry(name));
+    await fsp.link(directory.entry(existing), directory.entry(name));
+  }
+
+  async unlinkIn(directory: VerifiedDirectory, name: string): Promise<void> {
+    this.assertWritable('unlink', directory.realEntry(name));
+    await fsp.unlink(directory.entry(name));
+  }
+
+  async unlink(target: string): Promise<void> {
+    this.assertWritable('unlink', target);
+    await fsp.unlink(target);
+  }
+
+  async mkdirIn(directory: VerifiedDirectory, name: string, mode: number): Promise<void> {
+    this.assertWritable('mkdir', directory.realEntry(name));
+    await fsp.mkdir(directory.entry(name), { mode });
+  }
+
+  /** chmod(2) follows symlinks, so the entry is opened without following and changed through its descriptor. */
+  async chmodIn(directory: VerifiedDirectory, name: string, mode: number): Promise<void> {
+    this.assertWritable('chmod', directory.realEntry(name));
+    const handle = await fsp.open(directory.entry(name), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+    try {
+      await handle.chmod(mode);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async chownIn(directory: VerifiedDirectory, name: string, uid: number, gid: number): Promise<void> {
+    this.assertWritable('chown', directory.realEntry(name));
+    await fsp.lchown(directory.entry(name), uid, gid);
+  }
+
+  async writeFileAtomically(directory: VerifiedDirectory, name: string, data: string, mode: number): Promise<void> {
+    const temporary = `.${name}.${process.pid}.tmp`;
+    const handle = await this.createExclusive(directory, temporary, mode);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    this.assertWritable('rename', directory.realEntry(name));
+    await fsp.rename(directory.entry(temporary), directory.entry(name));
+    await directory.handle.sync();
+  }
+}
