@@ -13,6 +13,7 @@ import {
   type ManagedPathKey,
   type ShuttleConfig,
 } from './config.js';
+import { tryLoadNative } from './native.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'failed';
 
@@ -29,7 +30,7 @@ export interface EnvironmentProbes {
   stat(filePath: string): Promise<Stats>;
   /** Rejects when the current user lacks `mode` (fs.constants.R_OK | W_OK | X_OK) on the path. */
   access(filePath: string, mode: number): Promise<void>;
-  /** null when the addon is not built; rejects when loading it failed some other way. */
+  /** null when the addon is not built or will not load. */
   loadNativeAddon(): Promise<object | null>;
   /** One clamd command ("PING", "VERSION"); resolves with the reply, without its NUL. */
   clamdRequest(endpoint: ClamdEndpoint, command: string, timeoutMs: number): Promise<string>;
@@ -45,12 +46,7 @@ export const systemProbes: EnvironmentProbes = {
   lstat: (filePath) => lstat(filePath),
   stat: (filePath) => stat(filePath),
   access: (filePath, mode) => access(filePath, mode),
-  loadNativeAddon: async () => {
-    // Typed loosely on purpose: the loader is the only thing this check needs from native.js.
-    const loader = (await import('./native.js')) as { tryLoadNative?: () => object | null };
-    if (typeof loader.tryLoadNative !== 'function') return null;
-    return loader.tryLoadNative();
-  },
+  loadNativeAddon: async () => tryLoadNative(),
   clamdRequest,
   mdatpVersionOutput: async (command, timeoutMs) => {
     const result = await execa(command, ['version'], { timeout: timeoutMs, stdin: 'ignore' });

@@ -120,11 +120,15 @@ function messageText(message: unknown): string {
 }
 
 function formatConsoleValue(value: unknown): string {
+  if (typeof value === 'object' && value !== null && !(value instanceof Error) && !(value instanceof Date)) {
+    // Compact JSON reads fine bare; it needs quoting only when a string inside it has spaces.
+    const json = safeJson(value);
+    return /[\s\p{Cc}]/u.test(json) ? JSON.stringify(json) : json;
+  }
   let text: string;
   if (typeof value === 'string') text = value;
   else if (value instanceof Error) text = value.message;
   else if (value instanceof Date) text = value.toISOString();
-  else if (typeof value === 'object' && value !== null) text = safeJson(value);
   else text = String(value);
   return text === '' || /[\s"'=\\\p{Cc}]/u.test(text) ? JSON.stringify(text) : text;
 }

@@ -118,7 +118,7 @@ export class Releaser {
     const { zone, quarantine } = this.deps;
     const dataName = quarantineDataName(item.id);
     if (this.deps.sameFilesystem) {
-      await zone.moveInto(quarantine.entry(dataName), directory, temporary);
+      await zone.move(quarantine, dataName, directory, temporary);
       await quarantine.handle.sync();
       await this.verifyTemporary(item, directory, temporary);
       return;
@@ -143,7 +143,7 @@ export class Releaser {
     try {
       const actual = await hashHandle(handle);
       if (actual !== item.sha256) {
-        await this.deps.zone.moveInto(directory.entry(temporary), this.deps.quarantine, quarantineDataName(item.id));
+        await this.deps.zone.move(directory, temporary, this.deps.quarantine, quarantineDataName(item.id));
         throw new ReleaseIntegrityError(item.id, item.sha256, actual);
       }
       // A moved file keeps its old group and mode: set both explicitly.

@@ -106,11 +106,11 @@ export class Zone {
     return fsp.open(directory.entry(name), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
   }
 
-  /** rename(2) that never replaces: callers pass names they created themselves. */
-  async moveInto(fromPath: string, directory: VerifiedDirectory, name: string): Promise<void> {
-    this.assertWritable('move', fromPath);
-    this.assertWritable('move', directory.realEntry(name));
-    await fsp.rename(fromPath, directory.entry(name));
+  /** rename(2) between two checked directories; callers only ever move to names of their own making. */
+  async move(from: VerifiedDirectory, fromName: string, to: VerifiedDirectory, toName: string): Promise<void> {
+    this.assertWritable('move', from.realEntry(fromName));
+    this.assertWritable('move', to.realEntry(toName));
+    await fsp.rename(from.entry(fromName), to.entry(toName));
   }
 
   /** link(2): fails with EEXIST rather than replace, which is what makes release never overwrite. */

@@ -84,6 +84,7 @@ class ClamdExchange {
   private resolveOutcome!: (outcome: ExchangeOutcome) => void;
   private done = false;
   private connected = false;
+  private writeRefused = false;
   private readonly received: Buffer[] = [];
   private receivedBytes = 0;
   private readonly socket: net.Socket;
@@ -125,6 +126,7 @@ class ClamdExchange {
     });
     this.socket.on('error', (error) => {
       const code = errorCode(error);
+      if ((error as { syscall?: unknown }).syscall === 'write') this.writeRefused = true;
       if (!this.connected) {
         this.settle({ kind: 'failed', code: 'unreachable', reason: `cannot connect to clamd at ${where}: ${errorMessage(error)}` });
       } else if (code !== undefined && UNREACHABLE_CODES.has(code)) {
@@ -139,6 +141,16 @@ class ClamdExchange {
 
   get settled(): boolean {
     return this.done;
+  }
+
+  /** Whether the connection was ever established (a later failure then means clamd dropped it). */
+  get wasConnected(): boolean {
+    return this.connected;
+  }
+
+  /** Whether clamd closed its side while we were still sending (EPIPE, ECONNRESET on write). */
+  get wasWriteRefused(): boolean {
+    return this.writeRefused;
   }
 
   /** Writes and waits for the socket to drain; false once the exchange has already ended (early reply, error). */
@@ -316,13 +328,38 @@ export class ClamdScanner implements Scanner {
     }
 
     const outcome = await exchange.outcome;
-    if (outcome.kind === 'failed') return failed(outcome.code, outcome.reason);
+    if (outcome.kind === 'failed') {
+      // Bytes still unsent, or still in flight when clamd hung up: it stopped reading mid-stream.
+      if (outcome.code === 'unreachable' && exchange.wasConnected && (!complete || exchange.wasWriteRefused)) {
+        return await this.explainDroppedStream(sent, outcome.reason, signal);
+      }
+      return failed(outcome.code, outcome.reason);
+    }
     const verdict = verdictFromClamdReply(outcome.text);
     // A reply before the terminating chunk was sent covers only part of the file: never clean.
     if (verdict.kind === 'clean' && !complete) {
       return failed('protocol', `clamd answered '${outcome.text}' before the whole file was sent (${sent} of ${target.size} bytes)`);
     }
     return verdict;
+  }
+
+  /**
+   * clamd answers a stream over its StreamMaxLength with "INSTREAM size limit exceeded" and closes at once. When
+   * that close fails one of our writes first, Node drops the socket before the reply is read. If clamd still
+   * answers PING, it is alive and refused this stream: report the limit rather than an outage.
+   */
+  private async explainDroppedStream(sent: number, reason: string, signal: AbortSignal): Promise<Verdict> {
+    const probe = new ClamdExchange(this.options.endpoint, this.options.timeoutMs, signal);
+    await probe.send(Buffer.from('zPING\0', 'latin1'));
+    const answer = await probe.outcome;
+    if (answer.kind === 'reply' && answer.text.trim() === 'PONG') {
+      return failed(
+        'limit',
+        `clamd closed the stream after ${sent} bytes but still answers PING: the file is most likely over its StreamMaxLength (${reason})`,
+      );
+    }
+    if (answer.kind === 'failed' && answer.code === 'aborted') return failed('aborted', 'scan aborted');
+    return failed('unreachable', reason);
   }
 
   private async scanByDescriptor(

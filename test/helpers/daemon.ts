@@ -1,0 +1,216 @@
+// Runs the real daemon (`node bin/shuttle.js run`) as a child process on a private set of directories,
+// so tests can drop files, kill it with any signal, restart it, and look at what it left behind.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const SHUTTLE_BIN = path.join(REPO_ROOT, 'bin/shuttle.js');
+
+export interface ShuttleDirectories {
+  readonly root: string;
+  readonly source: string;
+  readonly destination: string;
+  readonly quarantine: string;
+  readonly hazard: string;
+  readonly log: string;
+  readonly etc: string;
+}
+
+export interface DaemonConfigOptions {
+  /** clamd unix socket; mutually exclusive with clamdTcpPort. */
+  clamdSocket?: string;
+  clamdTcpPort?: number;
+  fdpass?: boolean;
+  maxFileSize?: string;
+  mdatpCommand?: string;
+  /** Extra YAML for the pipeline: section, e.g. { retry_base_seconds: 1 }. */
+  pipeline?: Record<string, number>;
+}
+
+/** A fresh set of directories under the system temp dir (or `parent`), and a config that points at them. */
+export async function makeDirectories(parent = os.tmpdir()): Promise<ShuttleDirectories> {
+  const root = await fsp.mkdtemp(path.join(parent, 'shuttle-test-'));
+  const directories = {
+    root,
+    source: path.join(root, 'in'),
+    destination: path.join(root, 'out'),
+    quarantine: path.join(root, 'quarantine'),
+    hazard: path.join(root, 'hazard'),
+    log: path.join(root, 'log'),
+    etc: path.join(root, 'etc'),
+  };
+  for (const directory of [directories.source, directories.destination, directories.quarantine, directories.hazard, directories.log, directories.etc]) {
+    await fsp.mkdir(directory, { mode: 0o2770 });
+    await fsp.chmod(directory, 0o2770);
+  }
+  await fsp.writeFile(path.join(directories.etc, 'hazard-public.asc'), '');
+  await fsp.writeFile(path.join(directories.etc, 'ledger.yaml'), '');
+  return directories;
+}
+
+export async function writeConfig(directories: ShuttleDirectories, options: DaemonConfigOptions): Promise<string> {
+  const clamd =
+    options.clamdSocket !== undefined
+      ? `{ socket: ${options.clamdSocket}, fdpass: ${options.fdpass ?? true}, max_file_size: "${options.maxFileSize ?? '200M'}", timeout_seconds: 30 }`
+      : options.clamdTcpPort !== undefined
+        ? `{ host: 127.0.0.1, port: ${options.clamdTcpPort}, max_file_size: "${options.maxFileSize ?? '200M'}", timeout_seconds: 30 }`
+        : '{ enabled: false }';
+  const mdatp = options.mdatpCommand !== undefined ? `{ enabled: true, command: ${options.mdatpCommand} }` : '{ enabled: false }';
+  const pipeline = { rescan_interval_seconds: 2, retry_base_seconds: 1, retry_max_seconds: 2, stability_window_seconds: 1, ...options.pipeline };
+  const text = [
+    'paths:',
+    `  source_path: ${directories.source}`,
+    `  destination_path: ${directories.destination}`,
+    `  quarantine_path: ${directories.quarantine}`,
+    `  hazard_archive_path: ${directories.hazard}`,
+    `  log_path: ${directories.log}`,
+    `  hazard_encryption_key_path: ${path.join(directories.etc, 'hazard-public.asc')}`,
+    `  ledger_file_path: ${path.join(directories.etc, 'ledger.yaml')}`,
+    'scanners:',
+    `  clamd: ${clamd}`,
+    `  mdatp: ${mdatp}`,
+    'pipeline:',
+    ...Object.entries(pipeline).map(([key, value]) => `  ${key}: ${value}`),
+    'logging:',
+    '  level: debug',
+    '',
+  ].join('\n');
+  const file = path.join(directories.etc, 'shuttle.yaml');
+  await fsp.writeFile(file, text);
+  return file;
+}
+
+export interface RunningDaemon {
+  readonly child: ChildProcess;
+  /** Everything the daemon printed so far (stdout and stderr). */
+  output(): string;
+  /** Resolves with the exit code (or the signal name). */
+  readonly exited: Promise<number | string>;
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  signal(name: NodeJS.Signals): void;
+}
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+});
+
+export function startDaemon(configFile: string, args: string[] = []): RunningDaemon {
+  const child = spawn(process.execPath, [SHUTTLE_BIN, 'run', '--config', configFile, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NOTIFY_SOCKET: '' },
+  });
+  children.add(child);
+  let text = '';
+  const listeners = new Set<() => void>();
+  const collect = (chunk: Buffer): void => {
+    text += chunk.toString();
+    listeners.forEach((listener) => listener());
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('exit', (code, signal) => {
+      children.delete(child);
+      resolve(code ?? signal ?? 'unknown');
+      listeners.forEach((listener) => listener());
+    });
+  });
+  return {
+    child,
+    output: () => text,
+    exited,
+    signal: (name) => child.kill(name),
+    waitForOutput: (pattern, timeoutMs = 30_000) =>
+      new Promise<void>((resolve, reject) => {
+        const check = (): void => {
+          if (pattern.test(text)) {
+            cleanup();
+            resolve();
+          } else if (child.exitCode !== null || child.signalCode !== null) {
+            cleanup();
+            reject(new Error(`daemon exited before printing ${pattern}:\n${text}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out waiting for ${pattern}:\n${text}`));
+        }, timeoutMs);
+        const cleanup = (): void => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
+        listeners.add(check);
+        check();
+      }),
+  };
+}
+
+/** Start the daemon and wait until it is watching. */
+export async function startDaemonReady(configFile: string): Promise<RunningDaemon> {
+  const daemon = startDaemon(configFile);
+  await daemon.waitForOutput(/shuttle started/);
+  return daemon;
+}
+
+export async function stopDaemon(daemon: RunningDaemon): Promise<number | string> {
+  if (daemon.child.exitCode !== null || daemon.child.signalCode !== null) return daemon.exited;
+  daemon.signal('SIGTERM');
+  return daemon.exited;
+}
+
+/** Poll `predicate` until it holds; fail with `describe()` after the timeout. */
+export async function waitFor(predicate: () => Promise<boolean> | boolean, timeoutMs = 30_000, describe: () => Promise<string> | string = () => ''): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await predicate()) return;
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms ${await describe()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Every regular file below `directory`, as paths relative to it, sorted. */
+export async function listFiles(directory: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (current: string): Promise<void> => {
+    for (const entry of await fsp.readdir(current, { withFileTypes: true })) {
+      const full = path.join(current, entry.name);
+      if (entry.isDirectory()) await walk(full);
+      else found.push(path.relative(directory, full));
+    }
+  };
+  await walk(directory);
+  return found.sort();
+}
+
+/** Quarantine entries holding file bytes (the journal and lock are bookkeeping). */
+export async function quarantinedData(quarantine: string): Promise<string[]> {
+  return (await fsp.readdir(quarantine)).filter((name) => name.endsWith('.data')).sort();
+}
+
+/** Items in the journal with their latest state, replayed the way the daemon replays it. */
+export async function journalStates(quarantine: string): Promise<Map<string, { state: string; relativePath: string; signature?: string }>> {
+  const states = new Map<string, { state: string; relativePath: string; signature?: string }>();
+  let text = '';
+  try {
+    text = await fsp.readFile(path.join(quarantine, 'journal.jsonl'), 'utf8');
+  } catch {
+    return states;
+  }
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const entry = JSON.parse(line) as { op: string; id?: string; item?: { id: string; state: string; relativePath: string }; state?: string; signature?: string };
+    if (entry.op === 'item' && entry.item) states.set(entry.item.id, { state: entry.item.state, relativePath: entry.item.relativePath });
+    const known = entry.id !== undefined ? states.get(entry.id) : undefined;
+    if (known === undefined) continue;
+    if (entry.op === 'scanned' && entry.state) states.set(entry.id as string, { ...known, state: entry.state, ...(entry.signature ? { signature: entry.signature } : {}) });
+    if (entry.op === 'failed') states.set(entry.id as string, { ...known, state: 'failed' });
+    if (entry.op === 'released') states.set(entry.id as string, { ...known, state: 'released' });
+    if (entry.op === 'done') states.delete(entry.id as string);
+  }
+  return states;
+}

@@ -1,0 +1,193 @@
+// The daemon end to end against a real clamd: what gets released, what is held, what is refused.
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { EICAR, startClamd, type ClamdHarness } from '../../helpers/clamd.js';
+import {
+  journalStates,
+  listFiles,
+  makeDirectories,
+  quarantinedData,
+  startDaemonReady,
+  stopDaemon,
+  waitFor,
+  writeConfig,
+  type RunningDaemon,
+  type ShuttleDirectories,
+} from '../../helpers/daemon.js';
+
+let clamd: ClamdHarness;
+let directories: ShuttleDirectories;
+let daemon: RunningDaemon | null = null;
+
+const sha256 = (data: Buffer | string): string => createHash('sha256').update(data).digest('hex');
+
+beforeAll(async () => {
+  clamd = await startClamd();
+});
+
+afterAll(async () => {
+  await clamd?.stop();
+});
+
+afterEach(async () => {
+  if (daemon) expect(await stopDaemon(daemon)).toBe(0);
+  daemon = null;
+  if (directories) await fsp.rm(directories.root, { recursive: true, force: true });
+});
+
+async function startWith(options: Parameters<typeof writeConfig>[1] = {}): Promise<RunningDaemon> {
+  directories ??= await makeDirectories();
+  const config = await writeConfig(directories, { clamdSocket: clamd.socketPath, ...options });
+  daemon = await startDaemonReady(config);
+  return daemon;
+}
+
+async function fresh(): Promise<void> {
+  directories = await makeDirectories();
+}
+
+describe('shuttle run with a real clamd', () => {
+  it('releases a clean file with the same bytes, mode 0660 and the destination group', async () => {
+    await fresh();
+    const out = directories.destination;
+    execFileSync('chgrp', ['daemon', out]);
+    await startWith();
+    const content = randomBytes(100_000);
+    await fsp.writeFile(path.join(directories.source, 'report.csv'), content);
+    await waitFor(async () => (await listFiles(out)).includes('report.csv'), 20_000, () => daemon!.output());
+    const released = await fsp.readFile(path.join(out, 'report.csv'));
+    expect(sha256(released)).toBe(sha256(content));
+    const stats = await fsp.stat(path.join(out, 'report.csv'));
+    expect(stats.mode & 0o7777).toBe(0o660);
+    expect(stats.gid).toBe((await fsp.stat(out)).gid);
+    expect(stats.nlink).toBe(1);
+    expect(await listFiles(directories.source)).toEqual([]);
+    expect(await quarantinedData(directories.quarantine)).toEqual([]);
+    expect(daemon!.output()).toMatch(new RegExp(`released.*sha256=${sha256(content)}`));
+  });
+
+  it('holds the EICAR test file in quarantine and never releases it', async () => {
+    await fresh();
+    await startWith();
+    await fsp.writeFile(path.join(directories.source, 'invoice.pdf'), EICAR);
+    await fsp.writeFile(path.join(directories.source, 'clean.txt'), 'hello');
+    await waitFor(async () => (await listFiles(directories.destination)).includes('clean.txt'), 20_000, () => daemon!.output());
+    await waitFor(async () => [...(await journalStates(directories.quarantine)).values()].some((item) => item.state === 'suspect'), 20_000);
+    const states = [...(await journalStates(directories.quarantine)).values()];
+    expect(states).toEqual([{ state: 'suspect', relativePath: 'invoice.pdf', signature: `${clamd.eicarSignature} (clamd)` }]);
+    expect(await listFiles(directories.destination)).toEqual(['clean.txt']);
+    const [data] = await quarantinedData(directories.quarantine);
+    expect(await fsp.readFile(path.join(directories.quarantine, data!), 'latin1')).toBe(EICAR);
+    expect((await fsp.stat(path.join(directories.quarantine, data!))).mode & 0o777).toBe(0o600);
+    expect(daemon!.output()).toMatch(/suspect file held in quarantine.*invoice\.pdf/);
+  });
+
+  it('keeps subdirectories, creating them with the parent mode', async () => {
+    await fresh();
+    await startWith();
+    await fsp.mkdir(path.join(directories.source, 'a/b'), { recursive: true });
+    await fsp.writeFile(path.join(directories.source, 'a/b/x.csv'), 'nested');
+    await fsp.writeFile(path.join(directories.source, 'a/y.csv'), 'less nested');
+    await waitFor(async () => (await listFiles(directories.destination)).length === 2, 20_000, () => daemon!.output());
+    expect(await listFiles(directories.destination)).toEqual(['a/b/x.csv', 'a/y.csv']);
+    expect(await fsp.readFile(path.join(directories.destination, 'a/b/x.csv'), 'utf8')).toBe('nested');
+    for (const directory of ['a', 'a/b']) {
+      const stats = await fsp.stat(path.join(directories.destination, directory));
+      expect((stats.mode & 0o7777).toString(8)).toBe('2770');
+    }
+  });
+
+  it('never overwrites: a name already in the destination gets a distinct one, and the log says which', async () => {
+    await fresh();
+    await fsp.writeFile(path.join(directories.destination, 'data.csv'), 'already here');
+    await startWith();
+    await fsp.writeFile(path.join(directories.source, 'data.csv'), 'new upload');
+    await waitFor(async () => (await listFiles(directories.destination)).length === 2, 20_000, () => daemon!.output());
+    expect(await fsp.readFile(path.join(directories.destination, 'data.csv'), 'utf8')).toBe('already here');
+    expect(await fsp.readFile(path.join(directories.destination, 'data (1).csv'), 'utf8')).toBe('new upload');
+    expect(daemon!.output()).toMatch(/name already taken.*releasedAs=.*data \(1\)\.csv/);
+  });
+
+  it('takes files that were already there when it started', async () => {
+    await fresh();
+    for (let index = 0; index < 20; index++) await fsp.writeFile(path.join(directories.source, `early-${index}.bin`), randomBytes(1000));
+    await startWith();
+    await waitFor(async () => (await listFiles(directories.destination)).length === 20, 30_000, () => daemon!.output());
+    expect(await listFiles(directories.source)).toEqual([]);
+  });
+
+  it('refuses symlinks, hard links and FIFOs, leaves them in place and logs each once', async () => {
+    await fresh();
+    const outside = path.join(directories.root, 'outside-secret.txt');
+    await fsp.writeFile(outside, 'secret');
+    const outsideDirectory = path.join(directories.root, 'outside-dir');
+    await fsp.mkdir(outsideDirectory);
+    await fsp.writeFile(path.join(outsideDirectory, 'inner.txt'), 'inner secret');
+    await fsp.symlink(outside, path.join(directories.source, 'link.txt'));
+    await fsp.symlink(outsideDirectory, path.join(directories.source, 'linked-dir'));
+    await fsp.writeFile(path.join(directories.source, 'hard.txt'), 'two names');
+    await fsp.link(path.join(directories.source, 'hard.txt'), path.join(directories.root, 'hard-elsewhere.txt'));
+    execFileSync('mkfifo', [path.join(directories.source, 'pipe')]);
+    await startWith();
+    await fsp.writeFile(path.join(directories.source, 'ok.txt'), 'fine');
+    await waitFor(async () => (await listFiles(directories.destination)).includes('ok.txt'), 20_000, () => daemon!.output());
+    // Let the periodic rescan (every 2 s here) see them again: still refused, still logged only once.
+    await new Promise((resolve) => setTimeout(resolve, 4500));
+    expect(await listFiles(directories.destination)).toEqual(['ok.txt']);
+    expect((await listFiles(directories.source)).sort()).toEqual(['hard.txt', 'link.txt', 'linked-dir', 'pipe']);
+    expect(await fsp.readFile(outside, 'utf8')).toBe('secret');
+    expect(await fsp.readFile(path.join(outsideDirectory, 'inner.txt'), 'utf8')).toBe('inner secret');
+    const output = daemon!.output();
+    for (const [name, reason] of [
+      ['link.txt', 'symbolic link'],
+      ['linked-dir', 'symbolic link'],
+      ['hard.txt', 'hard links'],
+      ['pipe', 'FIFO'],
+    ] as const) {
+      const lines = output.split('\n').filter((line) => line.includes('left in source') && line.includes(`/${name} `));
+      expect(lines, name).toHaveLength(1);
+      expect(lines[0]).toContain(reason);
+    }
+  });
+
+  it('never takes a file while a writer holds it open, however long the writer pauses', async () => {
+    await fresh();
+    await startWith();
+    const target = path.join(directories.source, 'slow.bin');
+    const first = randomBytes(64 * 1024);
+    const second = randomBytes(64 * 1024);
+    const firstFile = path.join(directories.root, 'first.part');
+    const secondFile = path.join(directories.root, 'second.part');
+    await fsp.writeFile(firstFile, first);
+    await fsp.writeFile(secondFile, second);
+    // A real writer process: writes half, pauses far longer than the 1 s stability window, writes the rest.
+    const writer = spawn('python3', [
+      '-c',
+      'import sys,time\nf=open(sys.argv[1],"wb")\nf.write(open(sys.argv[2],"rb").read()); f.flush()\ntime.sleep(6)\nf.write(open(sys.argv[3],"rb").read()); f.close()',
+      target,
+      firstFile,
+      secondFile,
+    ]);
+    const writerDone = new Promise((resolve) => writer.on('exit', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    expect(await listFiles(directories.destination)).toEqual([]);
+    expect(await quarantinedData(directories.quarantine)).toEqual([]);
+    expect(await listFiles(directories.source)).toEqual(['slow.bin']);
+    expect(await writerDone).toBe(0);
+    await waitFor(async () => (await listFiles(directories.destination)).includes('slow.bin'), 20_000, () => daemon!.output());
+    expect(sha256(await fsp.readFile(path.join(directories.destination, 'slow.bin')))).toBe(sha256(Buffer.concat([first, second])));
+  });
+
+  it('stops on SIGTERM with exit status 0', async () => {
+    await fresh();
+    const running = await startWith();
+    await fsp.writeFile(path.join(directories.source, 'last.txt'), 'last');
+    await waitFor(async () => (await listFiles(directories.destination)).includes('last.txt'), 20_000, () => running.output());
+    expect(await stopDaemon(running)).toBe(0);
+    expect(running.output()).toMatch(/stopped/);
+    daemon = null;
+  });
+});
