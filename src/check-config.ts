@@ -136,6 +136,7 @@ async function checkParentDirectory(filePath: string, probes: EnvironmentProbes)
     if ((await probes.stat(parent)).isDirectory()) return null;
     return `its directory ${parent} is not a directory`;
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return `its directory ${parent} does not exist`;
     return `its directory ${parent} cannot be used: ${errorText(error)}`;
   }
 }
@@ -145,7 +146,7 @@ async function checkNativeAddon(probes: EnvironmentProbes): Promise<CheckFinding
   try {
     const addon = await probes.loadNativeAddon();
     if (addon) return ok(name, 'loaded');
-    return warning(name, 'not built (run `npm run build:native`, needs g++ and libacl1-dev); features that need it are unavailable');
+    return warning(name, 'not loaded (not built, or built for another Node.js; `npm run build:native` needs g++ and libacl1-dev); features that need it are unavailable');
   } catch (error) {
     return warning(name, `could not be loaded: ${errorText(error)}`);
   }

@@ -25,8 +25,8 @@ const RECEIVER = [
   'print(sock.recv(65536).hex(), flush=True)',
 ].join('\n');
 
-/** Starts a receiver on `address` and resolves, once it is bound, with a promise of what it receives. */
-async function startReceiver(address: string): Promise<Promise<string>> {
+/** Starts a receiver on `address`; resolves once it is bound, with a promise of what it will receive. */
+async function startReceiver(address: string): Promise<{ received: Promise<string> }> {
   const child = spawn('python3', ['-c', RECEIVER, address], { stdio: ['ignore', 'pipe', 'inherit'] });
   let output = '';
   const lines = (): string[] => output.split('\n').filter(Boolean);
@@ -37,13 +37,14 @@ async function startReceiver(address: string): Promise<Promise<string>> {
     });
     child.once('exit', (code) => reject(new Error(`receiver exited early (${code})`)));
   });
-  return new Promise((resolve, reject) => {
+  const received = new Promise<string>((resolve, reject) => {
     child.once('exit', (code) => {
       const hex = lines()[1];
       if (code === 0 && hex !== undefined) resolve(Buffer.from(hex, 'hex').toString());
       else reject(new Error(`receiver failed (${code})`));
     });
   });
+  return { received };
 }
 
 beforeAll(() => {
@@ -67,7 +68,7 @@ describe('sdNotify', () => {
 
   it('sends the state to a socket named by path', async () => {
     const address = join(directory, 'notify.sock');
-    const received = await startReceiver(address);
+    const { received } = await startReceiver(address);
     process.env.NOTIFY_SOCKET = address;
     expect(native.sdNotify('READY=1\nSTATUS=watching /srv/shuttle/in')).toBe(true);
     expect(await received).toBe('READY=1\nSTATUS=watching /srv/shuttle/in');
@@ -75,7 +76,7 @@ describe('sdNotify', () => {
 
   it('sends the state to an abstract (@) socket, addressed by its exact length', async () => {
     const address = `@shuttle-test-${randomBytes(6).toString('hex')}`;
-    const received = await startReceiver(address);
+    const { received } = await startReceiver(address);
     process.env.NOTIFY_SOCKET = address;
     expect(native.sdNotify('STOPPING=1')).toBe(true);
     expect(await received).toBe('STOPPING=1');
