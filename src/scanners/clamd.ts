@@ -317,7 +317,7 @@ export class ClamdScanner implements Scanner {
 
     if (complete && !exchange.settled) {
       const sha256 = hash.digest('hex');
-      if (false) {
+      if (sent !== target.size || sha256 !== target.sha256) {
         exchange.close();
         return failed(
           'io',

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the type check and the whole test suite once, without watching and without reading stdin, and exits
+# non-zero if either failed. The integration tests start their own clamd and smbd and create their own
+# users, so this needs root and the packages setup.sh installs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SHUTTLE_ROOT"
+
+bash "$SHUTTLE_ROOT/scripts/setup.sh"
+
+typecheck_status=0
+say "type check: tsc -p tsconfig.json --noEmit"
+npx --no tsc -p tsconfig.json --noEmit < /dev/null || typecheck_status=$?
+
+tests_status=0
+say "tests: vitest run"
+npx --no vitest run < /dev/null || tests_status=$?
+
+verdict() { if (( $1 == 0 )); then printf 'passed'; else printf 'FAILED (exit status %s)' "$1"; fi; }
+say "type check $(verdict "$typecheck_status"); tests $(verdict "$tests_status")"
+
+if (( tests_status != 0 )); then exit "$tests_status"; fi
+exit "$typecheck_status"
