@@ -80,9 +80,6 @@ class Daemon {
     const zone = new Zone([directories.source, directories.destination, directories.quarantine, directories.hazard, directories.log]);
     const quarantine = await zone.openDirectory(directories.quarantine);
     const lock = await acquireInstanceLock(addon, zone, quarantine);
-    // A lease break is announced with SIGIO, whose default action would kill us; we look at the lease
-    // ourselves after each copy.
-    process.on('SIGIO', () => undefined);
 
     const writerCheckMode = detectWriterCheckMode(addon);
     if (writerCheckMode !== 'lease') {

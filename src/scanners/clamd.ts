@@ -187,12 +187,15 @@ class ClamdExchange {
   }
 }
 
-/** Reads `size` bytes through `handle` by position, so a descriptor shared with clamd keeps its offset. */
-async function hashByPosition(handle: FileHandle, signal: AbortSignal): Promise<{ sha256: string; bytes: number }> {
+/**
+ * Hashes the file through `handle` by position, so a descriptor shared with clamd keeps its offset. Stops one
+ * byte past `expectedSize`: that is enough to know the file is not the one taken at intake.
+ */
+async function hashByPosition(handle: FileHandle, expectedSize: number, signal: AbortSignal): Promise<{ sha256: string; bytes: number }> {
   const hash = createHash('sha256');
   const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
   let position = 0;
-  for (;;) {
+  while (position <= expectedSize) {
     signal.throwIfAborted();
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
     if (bytesRead === 0) break;
@@ -265,6 +268,7 @@ export class ClamdScanner implements Scanner {
         return failed('io', `'${target.path}' is ${stats.size} bytes, but ${target.size} bytes were taken at intake`);
       }
       if (stats.size > this.options.maxFileSize) return this.overLimit(stats.size);
+      if (signal.aborted) return failed('aborted', 'scan aborted before clamd was contacted');
       contacting();
       if (this.method === 'descriptor' && this.addon && this.options.endpoint.kind === 'unix') {
         const scanning = this.addon.clamdScanDescriptor(this.options.endpoint.socket, handle.fd, this.options.timeoutMs);
@@ -387,7 +391,7 @@ export class ClamdScanner implements Scanner {
         (error: unknown) => this.descriptorFailure(error, socket),
       );
       // clamd reads through its own copy of the descriptor; hashing through ours proves what it could see.
-      const hashed = hashByPosition(handle, local.signal);
+      const hashed = hashByPosition(handle, target.size, local.signal);
       hashed.catch(() => undefined);
       const verdict = await Promise.race([scanned, stopped]);
       if (verdict.kind === 'failed') return verdict;

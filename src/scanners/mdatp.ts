@@ -1,5 +1,5 @@
 // Microsoft Defender for Endpoint through its CLI: `mdatp scan custom --path P`. The verdict is read from the
-// text it prints, because its exit status does not say whether anything was found.
+// text it prints; the exit status alone is never taken to mean "nothing found".
 
 import { execa, type Result } from 'execa';
 import type { MdatpOptions } from '../config.js';
@@ -38,7 +38,7 @@ export function verdictFromMdatpOutput(stdout: string, stderr: string): Verdict 
   if (NO_THREATS_ENDING.test(stdout.replace(/\r\n/g, '\n'))) {
     const scanned = FILES_SCANNED.exec(stdout);
     // "0 file(s) scanned" is what a missing or unreadable path gives: nothing was looked at.
-    if (false) return failed('io', 'mdatp scanned 0 files');
+    if (scanned && Number(scanned[1]) === 0) return failed('io', 'mdatp scanned 0 files');
     return { kind: 'clean' };
   }
   return null;

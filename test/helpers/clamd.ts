@@ -2,8 +2,7 @@
 // string with sigtool, a unix socket and optionally a TCP port on 127.0.0.1. Nothing is shared with a system
 // clamd, and no clamd outlives the test process.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
