@@ -99,10 +99,10 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
 
-export function startDaemon(configFile: string, args: string[] = []): RunningDaemon {
-  const child = spawn(process.execPath, [SHUTTLE_BIN, 'run', '--config', configFile, ...args], {
+export function startDaemon(configFile: string, env: Record<string, string> = {}): RunningDaemon {
+  const child = spawn(process.execPath, [SHUTTLE_BIN, 'run', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NOTIFY_SOCKET: '' },
+    env: { ...process.env, NOTIFY_SOCKET: '', ...env },
   });
   children.add(child);
   let text = '';
@@ -151,8 +151,8 @@ export function startDaemon(configFile: string, args: string[] = []): RunningDae
 }
 
 /** Start the daemon and wait until it is watching. */
-export async function startDaemonReady(configFile: string): Promise<RunningDaemon> {
-  const daemon = startDaemon(configFile);
+export async function startDaemonReady(configFile: string, env: Record<string, string> = {}): Promise<RunningDaemon> {
+  const daemon = startDaemon(configFile, env);
   await daemon.waitForOutput(/shuttle started/);
   return daemon;
 }

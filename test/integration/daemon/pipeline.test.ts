@@ -85,8 +85,9 @@ describe('shuttle run with a real clamd', () => {
     expect(daemon!.output()).toMatch(/suspect file held in quarantine.*invoice\.pdf/);
   });
 
-  it('keeps subdirectories, creating them with the parent mode', async () => {
+  it('keeps subdirectories, creating them with the parent mode and default ACL', async () => {
     await fresh();
+    execFileSync('setfacl', ['-d', '-m', 'u::rwx,g::rwx,g:daemon:rwx,o::---', directories.destination]);
     await startWith();
     await fsp.mkdir(path.join(directories.source, 'a/b'), { recursive: true });
     await fsp.writeFile(path.join(directories.source, 'a/b/x.csv'), 'nested');
@@ -94,9 +95,13 @@ describe('shuttle run with a real clamd', () => {
     await waitFor(async () => (await listFiles(directories.destination)).length === 2, 20_000, () => daemon!.output());
     expect(await listFiles(directories.destination)).toEqual(['a/b/x.csv', 'a/y.csv']);
     expect(await fsp.readFile(path.join(directories.destination, 'a/b/x.csv'), 'utf8')).toBe('nested');
+    const parentDefaults = execFileSync('getfacl', ['-p', '-d', '--omit-header', directories.destination], { encoding: 'utf8' });
+    expect(parentDefaults).toContain('group:daemon:rwx');
     for (const directory of ['a', 'a/b']) {
-      const stats = await fsp.stat(path.join(directories.destination, directory));
+      const full = path.join(directories.destination, directory);
+      const stats = await fsp.stat(full);
       expect((stats.mode & 0o7777).toString(8)).toBe('2770');
+      expect(execFileSync('getfacl', ['-p', '-d', '--omit-header', full], { encoding: 'utf8' })).toBe(parentDefaults);
     }
   });
 

@@ -1,0 +1,53 @@
+// The daemon with several scanners: clamd over TCP and (fake) Microsoft Defender. Clean needs every one.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EICAR, startClamd, type ClamdHarness } from '../../helpers/clamd.js';
+import { journalStates, listFiles, makeDirectories, quarantinedData, REPO_ROOT, startDaemonReady, stopDaemon, waitFor, writeConfig } from '../../helpers/daemon.js';
+
+const FAKE_MDATP = path.join(REPO_ROOT, 'test/fixtures/bin/mdatp');
+let clamd: ClamdHarness;
+
+beforeAll(async () => {
+  clamd = await startClamd({ tcp: true });
+});
+
+afterAll(async () => {
+  await clamd?.stop();
+});
+
+describe('several scanners', () => {
+  it('releases what clamd (over TCP) and mdatp both call clean, holds what either calls suspect', async () => {
+    const directories = await makeDirectories();
+    const config = await writeConfig(directories, { clamdTcpPort: clamd.tcpPort!, mdatpCommand: FAKE_MDATP });
+    const daemon = await startDaemonReady(config);
+    try {
+      await fsp.writeFile(path.join(directories.source, 'clean.txt'), 'nothing to see');
+      await fsp.writeFile(path.join(directories.source, 'eicar.com'), EICAR);
+      await waitFor(async () => (await listFiles(directories.destination)).includes('clean.txt'), 20_000, () => daemon.output());
+      await waitFor(async () => [...(await journalStates(directories.quarantine)).values()].some((item) => item.state === 'suspect'), 20_000, () => daemon.output());
+      const [held] = [...(await journalStates(directories.quarantine)).values()];
+      expect(held).toMatchObject({ state: 'suspect', relativePath: 'eicar.com' });
+      expect(held!.signature).toContain('(clamd)');
+      expect(held!.signature).toContain('(mdatp)');
+      expect(await listFiles(directories.destination)).toEqual(['clean.txt']);
+    } finally {
+      expect(await stopDaemon(daemon)).toBe(0);
+    }
+  });
+
+  it('releases nothing while one scanner fails, even though the other says clean', async () => {
+    const directories = await makeDirectories();
+    const config = await writeConfig(directories, { clamdSocket: clamd.socketPath, mdatpCommand: FAKE_MDATP });
+    const daemon = await startDaemonReady(config, { FAKE_MDATP_MODE: 'broken' });
+    try {
+      await fsp.writeFile(path.join(directories.source, 'clean.txt'), 'nothing to see');
+      await waitFor(() => (daemon.output().match(/not scanned; the file waits in quarantine/g) ?? []).length >= 2, 20_000, () => daemon.output());
+      expect(daemon.output()).toMatch(/not scanned.*mdatp/);
+      expect(await listFiles(directories.destination)).toEqual([]);
+      expect(await quarantinedData(directories.quarantine)).toHaveLength(1);
+    } finally {
+      expect(await stopDaemon(daemon)).toBe(0);
+    }
+  });
+});
