@@ -6,9 +6,14 @@ import type { Logger } from 'winston';
 /** Watch errors that mean "the kernel will not give us more watches", not "something is broken". */
 const WATCH_LIMIT_CODES = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
 
+/** The part of chokidar's FSWatcher the source watcher uses. */
+export type TreeWatcher = Pick<FSWatcher, 'on' | 'once' | 'close'>;
+
 export interface SourceWatcherOptions {
   /** Real path of source_path. */
   readonly root: string;
+  /** Starts watching a tree; chokidar in production. */
+  readonly watch?: (root: string) => TreeWatcher;
   readonly rescanIntervalMs: number;
   readonly logger: Logger;
   /** Called with a path relative to root, for anything that is not a directory. A hint, not a verdict. */
@@ -21,7 +26,7 @@ export interface SourceWatcherOptions {
  * reported, never followed, so that intake can refuse them.
  */
 export class SourceWatcher {
-  private watcher: FSWatcher | null = null;
+  private watcher: TreeWatcher | null = null;
   private rescanTimer: NodeJS.Timeout | null = null;
   private rescanning: Promise<void> | null = null;
   private watchLimitLogged = false;
@@ -30,13 +35,7 @@ export class SourceWatcher {
 
   async start(): Promise<void> {
     const { root, logger } = this.options;
-    const watcher = chokidar.watch(root, {
-      ignoreInitial: true,
-      followSymlinks: false,
-      ignorePermissionErrors: true,
-      persistent: true,
-      atomic: false,
-    });
+    const watcher = (this.options.watch ?? watchWithChokidar)(root);
     this.watcher = watcher;
     const hint = (changed: string): void => this.options.onEntry(path.relative(root, changed));
     watcher.on('add', hint).on('change', hint).on('error', (error: unknown) => this.onWatchError(error));
@@ -98,4 +97,14 @@ export class SourceWatcher {
     }
     this.options.logger.warn('watcher error', { code, error: (error as Error).message });
   }
+}
+
+function watchWithChokidar(root: string): TreeWatcher {
+  return chokidar.watch(root, {
+    ignoreInitial: true,
+    followSymlinks: false,
+    ignorePermissionErrors: true,
+    persistent: true,
+    atomic: false,
+  });
 }

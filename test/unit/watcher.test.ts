@@ -1,0 +1,76 @@
+import { EventEmitter } from 'node:events';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import winston from 'winston';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { SourceWatcher, type TreeWatcher } from '../../src/watcher.js';
+
+class Capture extends winston.Transport {
+  readonly lines: Array<{ level: string; message: string; [key: string]: unknown }> = [];
+  override log(info: { level: string; message: string }, next: () => void): void {
+    this.lines.push(info);
+    next();
+  }
+}
+
+/** Stands in for chokidar: ready at once, and lets the test raise errors. */
+class FakeTreeWatcher extends EventEmitter {
+  constructor() {
+    super();
+    setImmediate(() => this.emit('ready'));
+  }
+  async close(): Promise<void> {}
+}
+
+let root: string;
+beforeEach(async () => {
+  root = await fsp.mkdtemp(path.join(os.tmpdir(), 'shuttle-watch-'));
+});
+afterEach(async () => {
+  await fsp.rm(root, { recursive: true, force: true });
+});
+
+describe('SourceWatcher', () => {
+  it('walks what is already there, without descending into symlinked directories', async () => {
+    await fsp.mkdir(path.join(root, 'a/b'), { recursive: true });
+    await fsp.writeFile(path.join(root, 'a/b/x'), 'x');
+    await fsp.writeFile(path.join(root, 'top'), 't');
+    await fsp.symlink('/etc', path.join(root, 'etc-link'));
+    const seen: string[] = [];
+    const fake = new FakeTreeWatcher();
+    const watcher = new SourceWatcher({ root, rescanIntervalMs: 60_000, logger: winston.createLogger({ silent: true }), onEntry: (entry) => seen.push(entry), watch: () => fake as unknown as TreeWatcher });
+    await watcher.start();
+    await watcher.close();
+    expect(seen.sort()).toEqual(['a/b/x', 'etc-link', 'top']);
+  });
+
+  it('survives watch exhaustion: logs it once and keeps finding files by rescanning', async () => {
+    const capture = new Capture();
+    const logger = winston.createLogger({ transports: [capture] });
+    const seen: string[] = [];
+    const fake = new FakeTreeWatcher();
+    const watcher = new SourceWatcher({ root, rescanIntervalMs: 100, logger, onEntry: (entry) => seen.push(entry), watch: () => fake as unknown as TreeWatcher });
+    await watcher.start();
+    fake.emit('error', Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' }));
+    fake.emit('error', Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' }));
+    await fsp.writeFile(path.join(root, 'late.txt'), 'found by the rescan');
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await watcher.close();
+    expect(seen).toContain('late.txt');
+    const warnings = capture.lines.filter((line) => /watch limit reached/.test(line.message));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ level: 'warn', code: 'ENOSPC' });
+  });
+
+  it('passes chokidar events on as relative paths', async () => {
+    const seen: string[] = [];
+    const fake = new FakeTreeWatcher();
+    const watcher = new SourceWatcher({ root, rescanIntervalMs: 60_000, logger: winston.createLogger({ silent: true }), onEntry: (entry) => seen.push(entry), watch: () => fake as unknown as TreeWatcher });
+    await watcher.start();
+    fake.emit('add', path.join(root, 'd/new.csv'));
+    fake.emit('change', path.join(root, 'other.csv'));
+    await watcher.close();
+    expect(seen).toEqual(['d/new.csv', 'other.csv']);
+  });
+});
