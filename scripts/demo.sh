@@ -3,6 +3,7 @@
 # config/demo.yaml.in, and a private clamd with a one-signature (EICAR) database, so no system service and no
 # network are involved. The daemon runs in the foreground; Ctrl-C stops it and then the private clamd.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SHUTTLE_ROOT"
 
@@ -53,6 +54,8 @@ write_demo_config() {
 }
 
 daemon_pid=""
+# The two functions below run from traps (SC2317).
+# shellcheck disable=SC2317
 stop_requested() {
   # Before the daemon runs there is nothing to drain: just leave (the EXIT trap stops clamd).
   [[ -n "$daemon_pid" ]] || exit 130
@@ -60,6 +63,7 @@ stop_requested() {
   kill -TERM "$daemon_pid" 2> /dev/null || true
 }
 
+# shellcheck disable=SC2317
 cleanup() {
   if [[ -n "$(private_clamd_pid "$CLAMD_DIR" || true)" ]]; then
     say "stopping the private clamd"

@@ -1,8 +1,11 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by setup.sh, demo.sh and test.sh; sourced, never run. Expects `set -euo pipefail` in the caller.
+# (SC2034: the variables here are used by the scripts that source this file.)
 
 SHUTTLE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # The 68-byte EICAR test string. Single quotes keep `$` and `\` literal; printf '%s' adds no newline.
+# shellcheck disable=SC2016
 EICAR='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
 
 # A unix socket path must fit in sun_path (108 bytes, NUL included).
@@ -10,6 +13,7 @@ MAX_SOCKET_PATH_BYTES=107
 
 say() { printf '==> %s\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
 die() {
   printf 'error: %s\n' "$*" >&2
   exit 1

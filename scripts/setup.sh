@@ -3,6 +3,7 @@
 # dependencies, the native addon and the compiled TypeScript. Safe to run again: each step is skipped when
 # its result is already up to date, and the output says which.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SHUTTLE_ROOT"
 
@@ -89,14 +90,12 @@ install_node_modules() {
   # packages of a dependency). npm install fills them in from the registry; the lock file still needs fixing.
   if grep -q 'package.json and package-lock.json or npm-shrinkwrap.json are in sync' "$npm_output"; then
     rm -f "$npm_output"
-    printf 'warning: package-lock.json is out of sync with package.json (see above); installing with npm install instead
-' >&2
+    warn "package-lock.json is out of sync with package.json (see above); installing with npm install instead"
     local lock_before
     lock_before="$(sha256sum package-lock.json)"
     npm install --no-audit --no-fund
     if [[ "$(sha256sum package-lock.json)" != "$lock_before" ]]; then
-      printf 'warning: npm install rewrote package-lock.json; review and commit it
-' >&2
+      warn "npm install rewrote package-lock.json; review and commit it"
     fi
     return
   fi

@@ -3,6 +3,7 @@
 # non-zero if either failed. The integration tests start their own clamd and smbd and create their own
 # users, so this needs root and the packages setup.sh installs.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SHUTTLE_ROOT"
 

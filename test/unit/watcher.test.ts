@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { Writable } from 'node:stream';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,12 +7,16 @@ import winston from 'winston';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SourceWatcher, type TreeWatcher } from '../../src/watcher.js';
 
-class Capture extends winston.Transport {
-  readonly lines: Array<{ level: string; message: string; [key: string]: unknown }> = [];
-  override log(info: { level: string; message: string }, next: () => void): void {
-    this.lines.push(info);
-    next();
-  }
+/** A logger whose records the test can read back. */
+function capturingLogger(): { logger: winston.Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: winston.createLogger({ format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }), lines };
 }
 
 /** Stands in for chokidar: ready at once, and lets the test raise errors. */
@@ -46,8 +51,7 @@ describe('SourceWatcher', () => {
   });
 
   it('survives watch exhaustion: logs it once and keeps finding files by rescanning', async () => {
-    const capture = new Capture();
-    const logger = winston.createLogger({ transports: [capture] });
+    const { logger, lines } = capturingLogger();
     const seen: string[] = [];
     const fake = new FakeTreeWatcher();
     const watcher = new SourceWatcher({ root, rescanIntervalMs: 100, logger, onEntry: (entry) => seen.push(entry), watch: () => fake as unknown as TreeWatcher });
@@ -58,7 +62,7 @@ describe('SourceWatcher', () => {
     await new Promise((resolve) => setTimeout(resolve, 400));
     await watcher.close();
     expect(seen).toContain('late.txt');
-    const warnings = capture.lines.filter((line) => /watch limit reached/.test(line.message));
+    const warnings = lines.filter((line) => /watch limit reached/.test(String(line.message)));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ level: 'warn', code: 'ENOSPC' });
   });
