@@ -79,28 +79,7 @@ node_modules_current() {
 # npm ci also runs the package's install script (the addon) and prepare (tsc to dist/).
 install_node_modules() {
   say "npm dependencies: npm ci"
-  local npm_output status=0
-  npm_output="$(mktemp)"
-  npm ci --no-audit --no-fund 2>&1 | tee "$npm_output" || status=$?
-  if (( status == 0 )); then
-    rm -f "$npm_output"
-    return
-  fi
-  # npm ci refuses a lock file that lacks entries package.json implies (for example optional platform
-  # packages of a dependency). npm install fills them in from the registry; the lock file still needs fixing.
-  if grep -q 'package.json and package-lock.json or npm-shrinkwrap.json are in sync' "$npm_output"; then
-    rm -f "$npm_output"
-    warn "package-lock.json is out of sync with package.json (see above); installing with npm install instead"
-    local lock_before
-    lock_before="$(sha256sum package-lock.json)"
-    npm install --no-audit --no-fund
-    if [[ "$(sha256sum package-lock.json)" != "$lock_before" ]]; then
-      warn "npm install rewrote package-lock.json; review and commit it"
-    fi
-    return
-  fi
-  rm -f "$npm_output"
-  die "npm ci failed (exit status $status)"
+  npm ci --no-audit --no-fund || die "npm ci failed (exit status $?)"
 }
 
 # npm ci only warns when the addon fails to build; the daemon cannot run without it, so rebuild here and
