@@ -5,6 +5,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClamd, type ClamdHarness } from '../../helpers/clamd.js';
 import {
+  REPO_ROOT,
+  journalStates,
   listFiles,
   makeDirectories,
   quarantinedData,
@@ -112,6 +114,44 @@ describe('start-up refusals', () => {
     expect(daemon.output()).toContain('pipeline.scan_concurency');
     expect(await fsp.readdir(directories.quarantine)).toEqual([]);
     expect(await listFiles(directories.source)).toEqual(['waiting.txt']);
+  });
+});
+
+describe('shutdown', () => {
+  const hangingScanner = { mdatpCommand: path.join(REPO_ROOT, 'test/fixtures/bin/mdatp') };
+
+  it('parks a scan still running at the deadline and exits 0; the item is scanned again after restart', async () => {
+    const directories = await makeDirectories();
+    const config = await writeConfig(directories, { ...hangingScanner, pipeline: { shutdown_timeout_seconds: 2 } });
+    const daemon = await startDaemonReady(config, { FAKE_MDATP_MODE: 'hang' });
+    await fsp.writeFile(path.join(directories.source, 'slow-scan.txt'), 'takes forever');
+    await waitFor(async () => (await quarantinedData(directories.quarantine)).length === 1, 20_000, () => daemon.output());
+    const stoppedAt = Date.now();
+    expect(await stopDaemon(daemon)).toBe(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(8000);
+    expect(daemon.output()).toMatch(/stopped at the deadline; unfinished items stay in quarantine/);
+    expect([...(await journalStates(directories.quarantine)).values()]).toEqual([{ state: 'quarantined', relativePath: 'slow-scan.txt' }]);
+
+    const restarted = await startDaemonReady(config);
+    try {
+      await waitFor(async () => (await listFiles(directories.destination)).includes('slow-scan.txt'), 20_000, () => restarted.output());
+    } finally {
+      expect(await stopDaemon(restarted)).toBe(0);
+    }
+  });
+
+  it('exits at once on a second stop signal', async () => {
+    const directories = await makeDirectories();
+    const config = await writeConfig(directories, { ...hangingScanner, pipeline: { shutdown_timeout_seconds: 60 } });
+    const daemon = await startDaemonReady(config, { FAKE_MDATP_MODE: 'hang' });
+    await fsp.writeFile(path.join(directories.source, 'slow-scan.txt'), 'takes forever');
+    await waitFor(async () => (await quarantinedData(directories.quarantine)).length === 1, 20_000, () => daemon.output());
+    daemon.signal('SIGTERM');
+    await daemon.waitForOutput(/stopping/);
+    daemon.signal('SIGTERM');
+    expect(await daemon.exited).toBe(1);
+    expect(daemon.output()).toMatch(/second stop signal: exiting now/);
+    expect(await quarantinedData(directories.quarantine)).toHaveLength(1);
   });
 });
 
