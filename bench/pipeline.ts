@@ -13,6 +13,9 @@
 //   BENCH_LOG_LEVEL              logging.level for the daemon (default: the daemon's own)
 //   BENCH_CPU_PROF               directory: run the daemon under node --cpu-prof, one profile per run
 //   BENCH_JSON                   also write the results as JSON to this file
+//
+// Exit status: 0 when every target is met, 1 when one is missed, 2 when the benchmark itself failed.
+// Summarise a profile with `node dist/bench/cpu-profile.js FILE.cpuprofile`.
 
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -21,7 +24,7 @@ import path from 'node:path';
 import { runBaseline } from './baseline.js';
 import { startClamd, type BenchClamd } from './clamd.js';
 import { medianRun, median, fixed, renderTable, summarizeLatencies, type BaselineRun, type DaemonRun, type Target, type WorkloadResult } from './report.js';
-import { cpuSeconds, makeDirectories, ShuttleProcess, writeConfig, type ShuttleSettings } from './shuttle.js';
+import { cpuSeconds, makeDirectories, ShuttleProcess, stageMarks, writeConfig, type ShuttleSettings } from './shuttle.js';
 import { dropFiles, ReleaseWatcher, stageFiles, type Workload } from './workload.js';
 
 const MIB = 1024 * 1024;
@@ -139,6 +142,14 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
       if (status !== 0) throw new Error(`shuttle exited with ${status} after the run:\n${daemon.tail()}`);
       const leftInQuarantine = readdirSync(directories.quarantine).filter((name) => name.endsWith('.data'));
       const strayInDestination = readdirSync(directories.destination).filter((name) => !watcher.released.has(name));
+      const marks = stageMarks(path.join(directories.log, 'shuttle.log'));
+      const intake: number[] = [];
+      const scanAndRelease: number[] = [];
+      for (const name of names) {
+        const mark = marks.get(name);
+        if (mark?.quarantinedAt !== undefined) intake.push(mark.quarantinedAt - (performance.timeOrigin + (dropped.get(name) as number)));
+        if (mark?.quarantinedAt !== undefined && mark.releasedAt !== undefined) scanAndRelease.push(mark.releasedAt - mark.quarantinedAt);
+      }
       if (leftInQuarantine.length > 0 || strayInDestination.length > 0) {
         throw new Error(`after the run: ${leftInQuarantine.length} files still in quarantine, unexpected in destination: ${strayInDestination.slice(0, 5).join(', ')}`);
       }
@@ -146,6 +157,10 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
         round,
         wallSeconds: (lastRelease - firstDrop) / 1000,
         latency: summarizeLatencies(latencies),
+        stages: {
+          intake: intake.length === names.length ? summarizeLatencies(intake) : null,
+          scanAndRelease: scanAndRelease.length === names.length ? summarizeLatencies(scanAndRelease) : null,
+        },
         peakRssBytes,
         daemonCpuSeconds,
         clamdCpuSeconds,

@@ -12,6 +12,8 @@ export interface DaemonRun {
   /** First drop to last release. */
   readonly wallSeconds: number;
   readonly latency: LatencySummary;
+  /** From the daemon's log: drop → 'quarantined' (queueing + intake) and 'quarantined' → 'released' (scan + release). */
+  readonly stages: { readonly intake: LatencySummary | null; readonly scanAndRelease: LatencySummary | null };
   readonly peakRssBytes: number;
   readonly daemonCpuSeconds: number;
   readonly clamdCpuSeconds: number;
@@ -103,7 +105,16 @@ export function renderTable(results: readonly WorkloadResult[], targets: readonl
       fixed(Math.max(...result.daemon.map((run) => run.peakRssBytes)) / MIB, 1),
     ]);
   }
-  const lines = [formatRows(rows), '', formatRows([['target', 'limit', 'measured', 'verdict'], ...targets.map((target) => [target.what, target.limit, target.measured, target.pass ? 'PASS' : 'MISS'])])];
+  const stageRows: string[][] = [['workload', 'shuttle stage (median run)', 'ms mean/p50/p95/max']];
+  for (const result of results) {
+    const typical = medianRun(result.daemon);
+    if (typical === undefined) continue;
+    const describe = (summary: LatencySummary | null): string =>
+      summary === null ? '-' : [summary.meanMs, summary.p50Ms, summary.p95Ms, summary.maxMs].map((value) => fixed(value, 0)).join('/');
+    stageRows.push([result.name, 'drop -> quarantined', describe(typical.stages.intake)]);
+    stageRows.push(['', 'quarantined -> released', describe(typical.stages.scanAndRelease)]);
+  }
+  const lines = [formatRows(rows), '', ...(stageRows.length > 1 ? [formatRows(stageRows), ''] : []), formatRows([['target', 'limit', 'measured', 'verdict'], ...targets.map((target) => [target.what, target.limit, target.measured, target.pass ? 'PASS' : 'MISS'])])];
   return lines.join('\n');
 }
 

@@ -148,3 +148,33 @@ export function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
+
+export interface StageMarks {
+  /** Epoch milliseconds of the daemon's 'quarantined' and 'released' log entries for one file. */
+  quarantinedAt?: number;
+  releasedAt?: number;
+}
+
+/**
+ * When each file (by source file name) was quarantined and released, from the daemon's JSON log
+ * (<log_path>/shuttle.log). Timestamps have millisecond precision, which is plenty beside a scan.
+ */
+export function stageMarks(logFile: string): Map<string, StageMarks> {
+  const byId = new Map<string, string>();
+  const marks = new Map<string, StageMarks>();
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+    if (!line.includes('"quarantined"') && !line.includes('"released"')) continue;
+    const entry = JSON.parse(line) as { timestamp: string; message: string; id?: string; path?: string };
+    if (entry.id === undefined || entry.path === undefined) continue;
+    const at = Date.parse(entry.timestamp);
+    if (entry.message === 'quarantined') {
+      const name = path.basename(entry.path);
+      byId.set(entry.id, name);
+      marks.set(name, { ...marks.get(name), quarantinedAt: at });
+    } else if (entry.message === 'released') {
+      const name = byId.get(entry.id) ?? path.basename(entry.path);
+      marks.set(name, { ...marks.get(name), releasedAt: at });
+    }
+  }
+  return marks;
+}

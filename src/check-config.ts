@@ -13,6 +13,7 @@ import {
   type ManagedPathKey,
   type ShuttleConfig,
 } from './config.js';
+import { HazardKeyError, validateHazardKey } from './hazard.js';
 import { tryLoadNative } from './native.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'failed';
@@ -36,6 +37,8 @@ export interface EnvironmentProbes {
   clamdRequest(endpoint: ClamdEndpoint, command: string, timeoutMs: number): Promise<string>;
   /** Runs `<command> version` and resolves with its standard output. */
   mdatpVersionOutput(command: string, timeoutMs: number): Promise<string>;
+  /** Rejects when the key file is not an OpenPGP public key that can encrypt; skipped when absent. */
+  validateHazardKey?(keyPath: string): Promise<void>;
 }
 
 const CLAMD_CHECK_TIMEOUT_MS = 5000;
@@ -52,6 +55,7 @@ export const systemProbes: EnvironmentProbes = {
     const result = await execa(command, ['version'], { timeout: timeoutMs, stdin: 'ignore' });
     return result.stdout;
   },
+  validateHazardKey: (keyPath) => validateHazardKey(keyPath),
 };
 
 /** Runs every check, prints one line per finding through `write`, and returns the exit status (0 or 2). */
@@ -115,6 +119,14 @@ async function checkKeyFile(keyPath: string, probes: EnvironmentProbes): Promise
     await probes.access(keyPath, fsConstants.R_OK);
   } catch {
     return failed(name, `${keyPath} is not readable by this user (uid ${process.getuid?.() ?? '?'})`);
+  }
+  if (probes.validateHazardKey) {
+    try {
+      await probes.validateHazardKey(keyPath);
+    } catch (error) {
+      return failed(name, error instanceof HazardKeyError ? `${keyPath} ${error.problem}` : errorText(error));
+    }
+    return ok(name, `${keyPath} (an OpenPGP public key that can encrypt)`);
   }
   return ok(name, keyPath);
 }

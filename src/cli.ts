@@ -6,16 +6,26 @@ import { checkConfig } from './check-config.js';
 import { ConfigError, type ShuttleConfig } from './config.js';
 import { loadConfig } from './config-load.js';
 
-const COMMANDS = ['run', 'check-config', 'verify-permissions', 'scanner-test', 'status'] as const;
+const COMMANDS = ['run', 'check-config', 'verify-permissions', 'scanner-test', 'status', 'audit', 'install'] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** The flags each command accepts besides --config and --help. */
-const COMMAND_FLAGS: Record<Command, readonly ('fix' | 'json')[]> = {
+const COMMAND_FLAGS: Record<Command, readonly ('fix' | 'json' | 'prefix')[]> = {
   run: [],
   'check-config': [],
   'verify-permissions': ['fix', 'json'],
   'scanner-test': [],
   status: ['json'],
+  audit: ['json'],
+  install: ['prefix'],
+};
+
+/** Commands that work without a config. */
+const WITHOUT_CONFIG: readonly Command[] = ['install'];
+
+/** Commands that take a subcommand, and the subcommands they know. */
+const SUBCOMMANDS: Partial<Record<Command, readonly string[]>> = {
+  audit: ['verify'],
 };
 
 export const USAGE = `Usage: shuttle <command> --config FILE [options]
@@ -26,11 +36,14 @@ Commands:
   verify-permissions   compare every managed path with the permission model
   scanner-test         scan a clean file and the EICAR test string with each enabled scanner
   status               show what the running daemon is doing
+  audit verify         check the hash chain of the audit log (exit 1 when it is broken)
+  install              install the program, the systemd unit, sysusers/tmpfiles files and the config example
 
 Options:
-  --config FILE        the YAML configuration file (required by every command)
+  --config FILE        the YAML configuration file (required by every command but install)
   --fix                verify-permissions: repair what differs from the model
-  --json               verify-permissions, status: print JSON instead of a table
+  --json               verify-permissions, status, audit verify: print JSON instead of a table
+  --prefix DIR         install: the root to install under, as DESTDIR (default /)
   -h, --help           show this help
 
 Exit status 2 means the command could not do its job (bad usage, bad config, failed check).
@@ -44,9 +57,11 @@ class UsageError extends Error {}
 
 interface Invocation {
   command: Command;
+  subcommand: string | null;
   configFile: string;
   fix: boolean;
   json: boolean;
+  prefix: string;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -84,6 +99,7 @@ function parseInvocation(argv: readonly string[]): Invocation | 'help' {
       config: { type: 'string' },
       fix: { type: 'boolean' },
       json: { type: 'boolean' },
+      prefix: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -92,16 +108,30 @@ function parseInvocation(argv: readonly string[]): Invocation | 'help' {
   const [name, ...extra] = positionals;
   if (name === undefined) throw new UsageError('no command given');
   if (!isCommand(name)) throw new UsageError(`unknown command "${name}"`);
+  const known = SUBCOMMANDS[name];
+  const subcommand = known === undefined ? null : (extra.shift() ?? null);
+  if (known !== undefined && (subcommand === null || !known.includes(subcommand))) {
+    throw new UsageError(subcommand === null ? `${name}: expected a subcommand: ${known.join(', ')}` : `${name}: unknown subcommand "${subcommand}"`);
+  }
   if (extra.length > 0) throw new UsageError(`${name}: unexpected argument "${extra[0]}"`);
-  for (const flag of ['fix', 'json'] as const) {
+  for (const flag of ['fix', 'json', 'prefix'] as const) {
     if (values[flag] && !COMMAND_FLAGS[name].includes(flag)) {
       throw new UsageError(`${name}: --${flag} is not an option of this command`);
     }
   }
-  if (values.config === undefined || values.config === '') {
+  if (WITHOUT_CONFIG.includes(name)) {
+    if (values.config !== undefined) throw new UsageError(`${name}: --config is not an option of this command`);
+  } else if (values.config === undefined || values.config === '') {
     throw new UsageError(`${name}: --config FILE is required`);
   }
-  return { command: name, configFile: values.config, fix: values.fix ?? false, json: values.json ?? false };
+  return {
+    command: name,
+    subcommand,
+    configFile: values.config ?? '',
+    fix: values.fix ?? false,
+    json: values.json ?? false,
+    prefix: values.prefix ?? '/',
+  };
 }
 
 async function dispatch(invocation: Invocation): Promise<number> {
@@ -114,11 +144,30 @@ async function dispatch(invocation: Invocation): Promise<number> {
       const config = await loadConfig(invocation.configFile);
       return checkConfig(config, (line) => process.stdout.write(`${line}\n`));
     }
-    case 'verify-permissions':
-    case 'scanner-test':
-    case 'status':
-      writeError(`${invocation.command}: not implemented yet\n`);
-      return EXIT_UNUSABLE;
+    case 'scanner-test': {
+      const config = await loadConfig(invocation.configFile);
+      const { scannerTest } = await import('./scanner-test.js');
+      return scannerTest(config, (line) => process.stdout.write(`${line}\n`));
+    }
+    case 'audit': {
+      const config = await loadConfig(invocation.configFile);
+      const { auditVerify } = await import('./audit-verify.js');
+      return auditVerify(config, (line) => process.stdout.write(`${line}\n`), { json: invocation.json });
+    }
+    case 'verify-permissions': {
+      const config = await loadConfig(invocation.configFile);
+      const { runVerifyPermissions } = await import('./permissions/verify.js');
+      return runVerifyPermissions(config, { fix: invocation.fix, json: invocation.json });
+    }
+    case 'status': {
+      const config = await loadConfig(invocation.configFile);
+      const { statusCommand } = await import('./status-client.js');
+      return statusCommand(config, { json: invocation.json });
+    }
+    case 'install': {
+      const { installCommand } = await import('./install.js');
+      return installCommand(invocation.prefix);
+    }
   }
 }
 

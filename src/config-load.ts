@@ -14,8 +14,11 @@ import {
   type LogLevel,
   type ManagedPathKey,
   type MdatpOptions,
+  type MetricsOptions,
   type PermissionSpec,
+  type PermissionsBackendChoice,
   type PipelineOptions,
+  type RuntimeOptions,
   type ScannerOptions,
   type ShuttleConfig,
   type ShuttlePaths,
@@ -76,10 +79,19 @@ const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
 
 const FILE_PATH_KEYS = ['hazard_encryption_key_path', 'ledger_file_path'] as const;
 
-const TOP_LEVEL_KEYS = ['paths', 'scanners', 'permissions', 'pipeline', 'logging'];
+const TOP_LEVEL_KEYS = ['paths', 'scanners', 'permissions', 'permissions_backend', 'pipeline', 'logging', 'runtime', 'metrics'];
+
+/** In the unit's RuntimeDirectory=shuttle, which systemd creates for the service and removes after it. */
+const DEFAULT_STATUS_SOCKET = '/run/shuttle/status.sock';
+const DEFAULT_METRICS_TEXTFILE_INTERVAL_SECONDS = 15;
+/** sockaddr_un.sun_path is 108 bytes, NUL included. */
+const MAX_SOCKET_PATH_BYTES = 107;
 const CLAMD_KEYS = ['enabled', 'socket', 'host', 'port', 'fdpass', 'max_file_size', 'timeout_seconds'];
 const MDATP_KEYS = ['enabled', 'command', 'timeout_seconds'];
-const PERMISSION_KEYS = ['owner', 'group', 'mode', 'acl', 'default_acl'];
+const PERMISSION_KEYS = ['owner', 'group', 'mode', 'acl', 'default_acl', 'file_mode'];
+const PERMISSIONS_BACKENDS: readonly PermissionsBackendChoice[] = ['auto', 'native', 'setfacl'];
+/** The most a file inside a data directory may ever allow: read and write for owner and group. */
+const MAX_FILE_MODE = 0o660;
 
 type YamlMapping = Record<string, unknown>;
 
@@ -110,17 +122,33 @@ class ConfigReader {
     const root = this.parseYaml(text);
     this.onlyKnownKeys(root, '', TOP_LEVEL_KEYS);
     const paths = this.readPaths(this.requiredMapping(root, 'paths'));
-    const scanners = this.readScanners(this.requiredMapping(root, 'scanners'));
+    const scannersSection = this.requiredMapping(root, 'scanners');
+    const scanners = this.readScanners(scannersSection);
+    const ledger = { requireTestedVersions: this.optionalBoolean(scannersSection, 'scanners.require_tested_versions', true) };
     const permissions =
       root.permissions === undefined
         ? DEFAULT_PERMISSIONS
         : this.readPermissions(this.mapping(root.permissions, 'permissions'));
+    const permissionsBackend = this.optionalChoice(root, 'permissions_backend', PERMISSIONS_BACKENDS, 'auto');
     const pipeline = this.readPipeline(root.pipeline === undefined ? {} : this.mapping(root.pipeline, 'pipeline'));
     const logging = root.logging === undefined ? {} : this.mapping(root.logging, 'logging');
     this.onlyKnownKeys(logging, 'logging', ['level']);
     const level = this.optionalChoice(logging, 'logging.level', LOG_LEVELS, 'info');
+    const runtime = this.readRuntime(root.runtime === undefined ? {} : this.mapping(root.runtime, 'runtime'), paths);
+    const metrics = this.readMetrics(root.metrics === undefined ? {} : this.mapping(root.metrics, 'metrics'), paths);
 
-    return deepFreeze({ file: this.file, paths, scanners, permissions, pipeline, logging: { level } });
+    return deepFreeze({
+      file: this.file,
+      paths,
+      scanners,
+      ledger,
+      permissions,
+      permissionsBackend,
+      pipeline,
+      logging: { level },
+      runtime,
+      metrics,
+    });
   }
 
   private fail(key: string, problem: string): never {
@@ -216,7 +244,7 @@ class ConfigReader {
   // ---- scanners ----
 
   private readScanners(section: YamlMapping): ScannerOptions {
-    this.onlyKnownKeys(section, 'scanners', ['clamd', 'mdatp']);
+    this.onlyKnownKeys(section, 'scanners', ['clamd', 'mdatp', 'require_tested_versions']);
     const clamd = section.clamd === undefined ? null : this.readClamd(this.mapping(section.clamd, 'scanners.clamd'));
     const mdatp = section.mdatp === undefined ? null : this.readMdatp(this.mapping(section.mdatp, 'scanners.mdatp'));
     if (clamd === null && mdatp === null) {
@@ -329,7 +357,23 @@ class ConfigReader {
     if (isFile && defaultAcl.length > 0) {
       this.fail(`${key}.default_acl`, 'default ACLs apply only to directories, and this path is a file');
     }
-    return { owner, group, mode: Number.parseInt(modeText, 8), acl, defaultAcl };
+    const spec = { owner, group, mode: Number.parseInt(modeText, 8), acl, defaultAcl };
+    if (entry.file_mode === undefined) return spec;
+    if (!(DATA_DIRECTORY_KEYS as readonly string[]).includes(pathKey)) {
+      this.fail(`${key}.file_mode`, 'applies only to the data directories (source, destination, quarantine, hazard archive)');
+    }
+    return { ...spec, fileMode: this.fileMode(entry.file_mode, `${key}.file_mode`) };
+  }
+
+  private fileMode(value: unknown, key: string): number {
+    if (typeof value === 'number') this.fail(key, `must be a quoted octal string like "0660"; unquoted, YAML reads ${value} as a decimal number`);
+    const text = this.string(value, key, 'an octal string like "0660"');
+    if (!/^[0-7]{3,4}$/.test(text)) this.fail(key, `"${text}" is not an octal mode; expected 3 or 4 digits like "0660" or "0640"`);
+    const mode = Number.parseInt(text, 8);
+    if ((mode & ~MAX_FILE_MODE) !== 0) {
+      this.fail(key, `"${text}" allows more than "0660": files in data directories never get execute, setuid/setgid/sticky or anything for other`);
+    }
+    return mode;
   }
 
   private accountName(value: unknown, key: string, what: string): string {
@@ -421,6 +465,47 @@ class ConfigReader {
       retryMaxMs: secondsToMs(retryMax),
       shutdownTimeoutMs: secondsToMs(shutdownTimeout),
     };
+  }
+
+  // ---- runtime and metrics ----
+
+  private readRuntime(section: YamlMapping, paths: ShuttlePaths): RuntimeOptions {
+    this.onlyKnownKeys(section, 'runtime', ['status_socket']);
+    const key = 'runtime.status_socket';
+    const statusSocket = section.status_socket === undefined ? DEFAULT_STATUS_SOCKET : this.absolutePath(section.status_socket, key);
+    if (Buffer.byteLength(statusSocket) > MAX_SOCKET_PATH_BYTES) {
+      this.fail(key, `${statusSocket} is longer than a unix socket address allows (${MAX_SOCKET_PATH_BYTES} bytes)`);
+    }
+    this.refuseInsideDataDirectories(key, statusSocket, paths);
+    return { statusSocket };
+  }
+
+  private readMetrics(section: YamlMapping, paths: ShuttlePaths): MetricsOptions {
+    this.onlyKnownKeys(section, 'metrics', ['textfile_path', 'textfile_interval_seconds']);
+    const key = 'metrics.textfile_path';
+    const textfilePath = section.textfile_path === undefined ? null : this.absolutePath(section.textfile_path, key);
+    if (textfilePath !== null) {
+      if (!textfilePath.endsWith('.prom')) {
+        this.fail(key, `${textfilePath} must end in .prom: node_exporter's textfile collector reads only *.prom files`);
+      }
+      this.refuseInsideDataDirectories(key, textfilePath, paths);
+    }
+    const interval = this.optionalPositiveNumber(section, 'metrics.textfile_interval_seconds', DEFAULT_METRICS_TEXTFILE_INTERVAL_SECONDS);
+    return { textfilePath, textfileIntervalMs: secondsToMs(interval) };
+  }
+
+  private refuseInsideDataDirectories(key: string, candidate: string, paths: ShuttlePaths): void {
+    const directories: [string, string][] = [
+      ['source_path', paths.sourcePath],
+      ['destination_path', paths.destinationPath],
+      ['quarantine_path', paths.quarantinePath],
+      ['hazard_archive_path', paths.hazardArchivePath],
+    ];
+    for (const [directoryKey, directory] of directories) {
+      if (isSameOrInside(candidate, directory)) {
+        this.fail(key, `${candidate} is inside paths.${directoryKey} (${directory}); the pipeline treats everything there as files in transit`);
+      }
+    }
   }
 
   // ---- typed readers ----

@@ -57,7 +57,18 @@ export interface PermissionSpec {
   /** Access ACL entries beyond the mode, as written in the config ("group:name:rwX"). */
   readonly acl: readonly string[];
   readonly defaultAcl: readonly string[];
+  /**
+   * Data directories only (`file_mode`): the most a file inside may allow, e.g. 0o660; a file may be
+   * tighter. Absent means 0o660. Never grants execute or anything to other.
+   */
+  readonly fileMode?: number;
 }
+
+/**
+ * `permissions_backend`: how ACLs are read and written. auto: the native addon when it is built, else
+ * getfacl/setfacl.
+ */
+export type PermissionsBackendChoice = 'auto' | 'native' | 'setfacl';
 
 export interface PipelineOptions {
   /** Quiet period used only where a file lease cannot be taken. */
@@ -77,14 +88,43 @@ export interface LoggingOptions {
   readonly level: LogLevel;
 }
 
+/** How the scanner ledger (paths.ledger_file_path) gates the daemon. */
+export interface LedgerOptions {
+  /**
+   * `scanners.require_tested_versions`: refuse to start, and pause releases, while an enabled scanner's
+   * version has not passed `shuttle scanner-test`. false is the explicit opt-out.
+   */
+  readonly requireTestedVersions: boolean;
+}
+
+/** Where the running daemon can be reached (`runtime:`). */
+export interface RuntimeOptions {
+  /**
+   * `runtime.status_socket`: the unix socket `shuttle status` talks to. Its directory is the unit's
+   * RuntimeDirectory (/run/shuttle), which systemd creates and removes.
+   */
+  readonly statusSocket: string;
+}
+
+/** Metrics for the host's monitoring (`metrics:`); the status socket serves them too. */
+export interface MetricsOptions {
+  /** `metrics.textfile_path`: a *.prom file for node_exporter's textfile collector; null writes none. */
+  readonly textfilePath: string | null;
+  readonly textfileIntervalMs: number;
+}
+
 export interface ShuttleConfig {
   /** Absolute path of the YAML file this came from, for messages. */
   readonly file: string;
   readonly paths: ShuttlePaths;
   readonly scanners: ScannerOptions;
+  readonly ledger: LedgerOptions;
   readonly permissions: Readonly<Partial<Record<ManagedPathKey, PermissionSpec>>>;
+  readonly permissionsBackend: PermissionsBackendChoice;
   readonly pipeline: PipelineOptions;
   readonly logging: LoggingOptions;
+  readonly runtime: RuntimeOptions;
+  readonly metrics: MetricsOptions;
 }
 
 /** A config the daemon must not start with. Exit status 2; the message names the file and the key. */
