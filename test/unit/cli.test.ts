@@ -1,9 +1,10 @@
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../src/cli.js';
+import { generateKeyPair } from '../helpers/gpg.js';
 
 let stdout: string;
 let stderr: string;
@@ -62,9 +63,9 @@ describe('usage', () => {
     expect(stderr).toContain('--config');
   });
 
-  it.each(['verify-permissions', 'scanner-test', 'status'])('%s is not implemented yet', async (command) => {
-    expect(await main([command, '--config', '/etc/shuttle/shuttle.yaml'])).toBe(2);
-    expect(stderr).toBe(`${command}: not implemented yet\n`);
+  it.each(['verify-permissions', 'scanner-test', 'status'])('%s refuses a config it cannot read, naming the file', async (command) => {
+    expect(await main([command, '--config', '/nonexistent/shuttle.yaml'])).toBe(2);
+    expect(stderr).toContain('/nonexistent/shuttle.yaml');
   });
 });
 
@@ -79,7 +80,7 @@ describe('with a config on disk', () => {
     for (const directory of ['in', 'out', 'quarantine', 'hazard', 'log', 'etc']) {
       await mkdir(path.join(root, directory));
     }
-    await writeFile(path.join(root, 'etc', 'hazard-public.asc'), '-----BEGIN PGP PUBLIC KEY BLOCK-----\n');
+    await copyFile((await generateKeyPair()).publicKeyPath, path.join(root, 'etc', 'hazard-public.asc'));
   });
 
   afterEach(async () => {
