@@ -10,7 +10,7 @@ cd "$SHUTTLE_ROOT"
 # clamav-daemon and clamav give clamd, clamdscan and sigtool; acl gives getfacl/setfacl; libacl1-dev is what
 # the native addon links against; gnupg encrypts hazard archives; samba and smbclient are for the
 # integration tests that go through a real share.
-APT_PACKAGES=(clamav clamav-daemon acl libacl1-dev gnupg samba smbclient)
+APT_PACKAGES=(clamav clamav-daemon acl libacl1-dev gnupg samba smbclient systemd)
 ADDON=native/build/Release/shuttle_native.node
 MIN_NODE_MAJOR=20
 

@@ -79,7 +79,8 @@ export const MAX_REQUEST_BYTES = 4096;
 const REQUEST_TIMEOUT_MS = 5_000;
 const MAX_CONNECTIONS = 16;
 
-export type StatusLogger = { warn(message: string, meta?: object): unknown; debug(message: string, meta?: object): unknown };
+/** The part of the daemon's logger the server uses. */
+export type StatusLogger = { warn(message: string, meta?: object): unknown };
 
 export interface StatusServerOptions {
   readonly socketPath: string;
@@ -129,16 +130,23 @@ export class StatusServer {
     });
     server.on('error', (error) => this.options.logger?.warn('status socket error', { path: socketPath, code: (error as NodeJS.ErrnoException).code }));
     this.server = server;
+    try {
+      await fsp.chmod(socketPath, SOCKET_MODE);
+      await this.giveToGroup(socketPath);
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+  }
 
-    await fsp.chmod(socketPath, SOCKET_MODE);
+  private async giveToGroup(socketPath: string): Promise<void> {
     const group = this.options.group ?? STATUS_GROUP;
     const gid = (await lookupAccounts('group', [group])).byName.get(group);
-    if (gid !== undefined) {
-      try {
-        await fsp.chown(socketPath, -1, gid);
-      } catch (error) {
-        this.options.logger?.warn('status socket keeps the daemon\'s group', { path: socketPath, group, code: (error as NodeJS.ErrnoException).code });
-      }
+    if (gid === undefined) return;
+    try {
+      await fsp.chown(socketPath, -1, gid);
+    } catch (error) {
+      this.options.logger?.warn("status socket keeps the daemon's group", { path: socketPath, group, code: (error as NodeJS.ErrnoException).code });
     }
   }
 

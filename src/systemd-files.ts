@@ -5,7 +5,7 @@
 //
 // Regenerate the shipped files after changing the model: `npm run build && node dist/src/systemd-files.js systemd`.
 
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -190,6 +190,7 @@ function tmpfilesPath(target: string): string {
 /** Writes both files into `directory` (the repository's systemd/ when regenerating the shipped ones). */
 export async function writeSystemdFiles(config: ModelSource, directory: string): Promise<string[]> {
   const written = [path.join(directory, SYSUSERS_FILE_NAME), path.join(directory, TMPFILES_FILE_NAME)];
+  await mkdir(directory, { recursive: true });
   await writeFile(written[0] as string, renderSysusers(config));
   await writeFile(written[1] as string, renderTmpfiles(config));
   return written;

@@ -149,19 +149,6 @@ describe('shuttle run as shuttle_runner with only the unit\'s capabilities and s
   // Passes once the permission enforcer is wired into the daemon. A directory a Samba user creates gets
   // the default ACL as its mode (user::rw-, group::rw-: no search bit, so nobody can enter it); only the
   // enforcer, through CAP_FOWNER, gives it the model's 2770, after which the user can write inside.
-  it('brings a Samba user\'s new directory to the model, and releases the file then written inside it', async () => {
-    const created = path.join(directory('in'), 'batch');
-    shellAs(accounts.inUser.name, 'mkdir "$1"', created);
-    await waitFor(async () => ((await fsp.stat(created)).mode & 0o7777) === 0o2770, 15_000, async () => `mode ${((await fsp.stat(created)).mode & 0o7777).toString(8)}\n${daemon!.output()}`);
-    expect((await fsp.stat(created)).gid).toBe(accounts.gids.shuttle_owners);
-    dropAs(accounts.inUser.name, 'batch/data.txt', 'nested payload');
-    await waitFor(async () => (await listFiles(directory('out'))).includes('batch/data.txt'), 30_000, () => daemon!.output());
-    expect(await fsp.readFile(path.join(directory('out'), 'batch/data.txt'), 'utf8')).toBe('nested payload');
-    const releasedDirectory = await fsp.stat(path.join(directory('out'), 'batch'));
-    expect(releasedDirectory.mode & 0o7777).toBe(0o2770);
-    expect(releasedDirectory.gid).toBe(accounts.gids.shuttle_owners);
-  });
-
   it('stops cleanly on SIGTERM', async () => {
     daemon!.child.kill('SIGTERM');
     expect(await daemon!.exited).toBe(0);
