@@ -1,23 +1,37 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from 'winston';
+import { AuditLog } from './audit.js';
 import type { ShuttleConfig } from './config.js';
+import { DaemonStatus } from './daemon-status.js';
+import { HazardArchiver, HazardKeyError, validateHazardKey } from './hazard.js';
 import { AlreadyRunningError, acquireInstanceLock } from './instance-lock.js';
 import { Intake } from './intake.js';
 import { Journal } from './journal.js';
+import { checkLedger, describeUntested, LedgerError, LedgerGate } from './ledger.js';
 import { createLogger, flushLogger } from './logger.js';
+import { MetricsTextfile, ShuttleMetrics } from './metrics.js';
 import { loadNative, type NativeAddon } from './native.js';
+import { Notifier } from './notify.js';
+import { PermissionEnforcementError, PermissionEnforcer } from './permissions/enforcer.js';
 import { Pipeline } from './pipeline.js';
 import { Releaser } from './release.js';
+import { describeChange, reloadConfig } from './reload.js';
 import { ClamdScanner } from './scanners/clamd.js';
 import { MdatpScanner } from './scanners/mdatp.js';
 import type { Scanner } from './scanners/scanner.js';
+import { packageVersion, StatusServer, systemdStatusLine } from './status-server.js';
+import { UserNames } from './user-names.js';
 import { SourceWatcher } from './watcher.js';
 import { detectWriterCheckMode, WriterChecker } from './writer-check.js';
 import { Zone, type VerifiedDirectory } from './zone.js';
 
 /** Group members read and write, others nothing: files and directories the daemon creates stay private. */
 const DAEMON_UMASK = 0o007;
+/** How often the STATUS= line, the queue-depth gauges and the status socket's view are refreshed. */
+const STATUS_REFRESH_MS = 2_000;
+/** How long start-up waits for each scanner's version before going on without it. */
+const VERSION_PROBE_TIMEOUT_MS = 10_000;
 
 /** Real paths of the directories the daemon works in. */
 interface RealDirectories {
@@ -40,15 +54,19 @@ class StartupError extends Error {}
 
 /**
  * `shuttle run`: the long-lived daemon. Resolves with the exit status once it has stopped; SIGTERM and
- * SIGINT stop it cleanly, a second signal exits at once.
+ * SIGINT stop it cleanly, a second signal exits at once, SIGHUP reloads the config.
  */
 export async function runDaemon(config: ShuttleConfig, hooks: DaemonHooks = { exitNow: (status) => process.exit(status) }): Promise<number> {
   process.umask(DAEMON_UMASK);
   const logger = hooks.logger ?? createLogger({ level: config.logging.level, logDir: config.paths.logPath });
+  // Signals are ours from the first moment: a stop during start-up is honoured once start-up is done,
+  // rather than killing the process halfway through recovery.
+  const signals = new SignalRouter(logger, hooks.exitNow);
   let daemon: Daemon;
   try {
     daemon = await Daemon.start(config, logger, hooks.addon ?? loadNative());
   } catch (error) {
+    signals.detach();
     const known = error instanceof StartupError || error instanceof AlreadyRunningError;
     logger.error(known ? (error as Error).message : `cannot start: ${(error as Error).message}`, {
       code: (error as NodeJS.ErrnoException).code,
@@ -56,23 +74,95 @@ export async function runDaemon(config: ShuttleConfig, hooks: DaemonHooks = { ex
     await flushLogger(logger);
     return 2;
   }
-  const status = await daemon.runUntilStopped(hooks.exitNow);
-  await flushLogger(logger);
-  return status;
+  try {
+    const status = await daemon.runUntilStopped(signals);
+    await flushLogger(logger);
+    return status;
+  } finally {
+    signals.detach();
+  }
+}
+
+/** SIGTERM/SIGINT: stop (a second one exits at once). SIGHUP: reload. */
+class SignalRouter {
+  private stops = 0;
+  private onStop: (() => void) | null = null;
+  private onReload: (() => void) | null = null;
+  private reloadsDuringStart = 0;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly exitNow: (status: number) => void,
+  ) {
+    process.on('SIGTERM', this.stop);
+    process.on('SIGINT', this.stop);
+    process.on('SIGHUP', this.reload);
+  }
+
+  /** Resolves at the first stop signal, including one that came before this was called. */
+  whenStopped(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.stops > 0) resolve();
+      else this.onStop = resolve;
+    });
+  }
+
+  handleReloads(reload: () => void): void {
+    this.onReload = reload;
+    if (this.reloadsDuringStart > 0) reload();
+  }
+
+  detach(): void {
+    process.off('SIGTERM', this.stop);
+    process.off('SIGINT', this.stop);
+    process.off('SIGHUP', this.reload);
+  }
+
+  private readonly stop = (signal: NodeJS.Signals): void => {
+    this.stops++;
+    if (this.stops > 1) {
+      this.logger.warn('second stop signal: exiting now', { signal });
+      this.exitNow(1);
+      return;
+    }
+    this.logger.info('stopping', { signal });
+    this.onStop?.();
+  };
+
+  private readonly reload = (): void => {
+    if (this.onReload === null) {
+      this.reloadsDuringStart++;
+      this.logger.info('reload requested during start-up; it follows once the daemon runs');
+      return;
+    }
+    this.onReload();
+  };
 }
 
 class Daemon {
-  private stopRequested: (() => void) | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private reloading: Promise<void> = Promise.resolve();
 
   private constructor(
-    private readonly config: ShuttleConfig,
+    private config: ShuttleConfig,
     private readonly logger: Logger,
     private readonly addon: NativeAddon,
-    private readonly lock: FileHandle,
-    private readonly quarantine: VerifiedDirectory,
-    private readonly journal: Journal,
-    private readonly pipeline: Pipeline,
-    private readonly watcher: SourceWatcher,
+    private readonly parts: {
+      readonly lock: FileHandle;
+      readonly quarantine: VerifiedDirectory;
+      readonly hazardDirectory: VerifiedDirectory;
+      readonly journal: Journal;
+      readonly audit: AuditLog;
+      readonly pipeline: Pipeline;
+      readonly watcher: SourceWatcher;
+      readonly writerChecker: WriterChecker;
+      readonly enforcer: PermissionEnforcer;
+      readonly status: DaemonStatus;
+      readonly metrics: ShuttleMetrics;
+      readonly statusServer: StatusServer;
+      readonly notifier: Notifier;
+      textfile: MetricsTextfile | null;
+    },
   ) {}
 
   static async start(config: ShuttleConfig, logger: Logger, addon: NativeAddon): Promise<Daemon> {
@@ -81,27 +171,67 @@ class Daemon {
     const quarantine = await zone.openDirectory(directories.quarantine);
     const lock = await acquireInstanceLock(addon, zone, quarantine);
 
+    const enforcer = await createEnforcer(config, logger, zone);
+    await checkHazardKey(config, directories.quarantine);
+    const scanners = createScanners(config, addon);
+    const versions = await probeScannerVersions(scanners, logger);
+    if (config.ledger.requireTestedVersions) await requireTestedVersions(config, versions);
+
     const writerCheckMode = detectWriterCheckMode(addon);
-    if (writerCheckMode !== 'lease') {
-      logger.warn('degraded: cannot take file leases on files owned by others (no CAP_LEASE); those wait for a quiet period instead', {
-        mode: writerCheckMode,
-        stabilityWindowSeconds: config.pipeline.stabilityWindowMs / 1000,
-      });
-    }
     const journal = await Journal.open(zone, quarantine, logger);
+    const audit = await AuditLog.open(zone, directories.log, logger);
+    const hazardDirectory = await zone.openDirectory(directories.hazard);
+    const hazard = new HazardArchiver({ zone, hazardDirectory, keyPath: config.paths.hazardEncryptionKeyPath, logger });
+    await hazard.removeLeftovers(quarantine);
+
+    const metrics = new ShuttleMetrics({ version: packageVersion() });
+    const userNames = new UserNames();
     const now = (): Date => new Date();
+    const writerChecker = new WriterChecker(addon, writerCheckMode, config.pipeline.stabilityWindowMs, () => Date.now());
     const intake = new Intake({
       zone,
       sourceRoot: directories.source,
       quarantine,
       journal,
-      writerChecker: new WriterChecker(addon, writerCheckMode, config.pipeline.stabilityWindowMs, () => Date.now()),
+      writerChecker,
       logger,
       now,
+      recordIntake: async (item) => {
+        const uploader = { uid: item.uploaderUid, name: await userNames.nameOf(item.uploaderUid) };
+        await Promise.all([
+          audit.append({ event: 'detected', path: item.relativePath }),
+          audit.append({ event: 'quarantined', id: item.id, path: item.relativePath, sha256: item.sha256, size: item.size, uploader }),
+        ]);
+      },
     });
     const sameFilesystem = (await fsp.stat(directories.quarantine)).dev === (await fsp.stat(directories.destination)).dev;
-    const releaser = new Releaser({ zone, destinationRoot: directories.destination, quarantine, journal, logger, sameFilesystem });
-    const pipeline = new Pipeline({
+    const releaser = new Releaser({
+      zone,
+      destinationRoot: directories.destination,
+      quarantine,
+      journal,
+      logger,
+      sameFilesystem,
+      permissions: enforcer,
+      recordRelease: (item, releasedAs) =>
+        audit.append({ event: 'released', id: item.id, path: releasedAs, requestedPath: item.relativePath, renamed: releasedAs !== item.relativePath }),
+    });
+    let pipeline: Pipeline | null = null;
+    const status = new DaemonStatus({
+      configFile: config.file,
+      metrics,
+      journal,
+      sourceDepth: () => pipeline?.queueDepth.source ?? 0,
+      scanners: scanners.map((scanner) => scanner.name),
+    });
+    for (const [name, outcome] of versions) status.scannerChecked(name, outcome);
+    if (writerCheckMode !== 'lease') {
+      const reason = 'no CAP_LEASE: files owned by others are taken after a quiet period instead of under a lease';
+      logger.warn(`degraded: ${reason}`, { mode: writerCheckMode, stabilityWindowSeconds: config.pipeline.stabilityWindowMs / 1000 });
+      status.degraded('writer-check', reason);
+    }
+    const ledger = config.ledger.requireTestedVersions ? new LedgerGate(config.paths.ledgerFilePath, logger) : null;
+    pipeline = new Pipeline({
       options: config.pipeline,
       zone,
       sourceRoot: directories.source,
@@ -109,72 +239,188 @@ class Daemon {
       journal,
       intake,
       releaser,
-      scanners: createScanners(config, addon),
+      scanners,
       logger,
+      hazard,
+      hazardDirectory,
+      audit,
+      ledger,
+      observer: status,
     });
     await pipeline.recover();
+
+    const running = pipeline;
     const watcher = new SourceWatcher({
       root: directories.source,
       rescanIntervalMs: config.pipeline.rescanIntervalMs,
       logger,
-      onEntry: (relativePath) => pipeline.noticeSourcePath(relativePath),
+      onEntry: (relativePath) => running.noticeSourcePath(relativePath),
     });
     await watcher.start();
+    await enforcer.start();
+
+    const statusServer = new StatusServer({
+      socketPath: config.runtime.statusSocket,
+      snapshot: () => status.snapshot(),
+      metrics: () => {
+        metrics.setQueueDepth(status.queue());
+        return metrics.render();
+      },
+      logger,
+    });
+    try {
+      await statusServer.start();
+    } catch (error) {
+      // `shuttle status` is for admins; the files must keep moving without it.
+      logger.error('status socket unavailable; `shuttle status` will not reach this daemon', {
+        path: config.runtime.statusSocket,
+        code: (error as NodeJS.ErrnoException).code,
+        error: (error as Error).message,
+      });
+      status.degraded('status-socket', `cannot serve ${config.runtime.statusSocket}`);
+    }
+    const notifier = new Notifier({
+      send: addon,
+      onError: (error, state) => logger.warn('sd_notify failed', { state: state.split('\n')[0], error: error.message }),
+    });
+
     logger.info('shuttle started', {
       source: directories.source,
       destination: directories.destination,
       quarantine: directories.quarantine,
       writerCheck: writerCheckMode,
       releaseBy: sameFilesystem ? 'rename' : 'copy',
-      scanners: Object.entries(config.scanners)
-        .filter(([, options]) => options !== null)
-        .map(([name]) => name)
-        .join(','),
+      scanners: scanners.map((scanner) => scanner.name).join(','),
+      ledgerGate: ledger !== null,
+      statusSocket: config.runtime.statusSocket,
     });
-    return new Daemon(config, logger, addon, lock, quarantine, journal, pipeline, watcher);
+    return new Daemon(config, logger, addon, {
+      lock,
+      quarantine,
+      hazardDirectory,
+      journal,
+      audit,
+      pipeline,
+      watcher,
+      writerChecker,
+      enforcer,
+      status,
+      metrics,
+      statusServer,
+      notifier,
+      textfile: null,
+    });
   }
 
-  async runUntilStopped(exitNow: (status: number) => void): Promise<number> {
-    const stopped = new Promise<void>((resolve) => {
-      this.stopRequested = resolve;
+  async runUntilStopped(signals: SignalRouter): Promise<number> {
+    const { status, notifier, pipeline, watcher, enforcer, journal, audit, quarantine, hazardDirectory, lock, statusServer } = this.parts;
+    status.state = 'running';
+    this.startTextfile();
+    notifier.ready(systemdStatusLine(status.snapshot()));
+    this.statusTimer = setInterval(() => this.refreshStatus(), STATUS_REFRESH_MS);
+    this.statusTimer.unref();
+    signals.handleReloads(() => {
+      this.reloading = this.reloading.then(() => this.reload());
     });
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      signals++;
-      if (signals > 1) {
-        this.logger.warn('second stop signal: exiting now', { signal });
-        exitNow(1);
+
+    await signals.whenStopped();
+    status.state = 'stopping';
+    notifier.stopping('stopping: finishing the files in flight');
+    if (this.statusTimer !== null) clearInterval(this.statusTimer);
+    await this.reloading;
+    await watcher.close();
+    await enforcer.close();
+    const outcome = await pipeline.stop(this.config.pipeline.shutdownTimeoutMs);
+    await this.parts.textfile?.stop();
+    await statusServer.close();
+    await journal.close();
+    await audit.close();
+    await hazardDirectory.close();
+    await quarantine.close();
+    await lock.close();
+    notifier.close();
+    this.logger.info(outcome === 'drained' ? 'stopped' : 'stopped at the deadline; unfinished items stay in quarantine', {
+      ...pipeline.counts,
+    });
+    return 0;
+  }
+
+  private refreshStatus(): void {
+    const { status, metrics, notifier } = this.parts;
+    status.degraded('untested-scanner', this.ledgerBlocked());
+    metrics.setQueueDepth(status.queue());
+    notifier.status(systemdStatusLine(status.snapshot()));
+  }
+
+  /** Why releases are paused by the ledger gate, or null. */
+  private ledgerBlocked(): string | null {
+    const gate = this.parts.pipeline.ledgerGate;
+    if (gate === null || gate.blocked.length === 0) return null;
+    return `releases paused until scanner-test passes for ${describeUntested(gate.blocked)}`;
+  }
+
+  private startTextfile(): void {
+    const { textfilePath, textfileIntervalMs } = this.config.metrics;
+    if (textfilePath === null) return;
+    const { metrics, status } = this.parts;
+    this.parts.textfile = new MetricsTextfile({
+      file: textfilePath,
+      intervalMs: textfileIntervalMs,
+      render: () => {
+        metrics.setQueueDepth(status.queue());
+        return metrics.render();
+      },
+      onError: (error) => this.logger.warn('cannot write the metrics textfile', { path: textfilePath, code: error.code, error: error.message }),
+    });
+    this.parts.textfile.start();
+  }
+
+  /** SIGHUP: load the config again and apply what may change while running; a bad config changes nothing. */
+  private async reload(): Promise<void> {
+    const { status, notifier, pipeline, writerChecker } = this.parts;
+    status.state = 'reloading';
+    notifier.reloading('reloading the configuration');
+    try {
+      const outcome = await reloadConfig(this.config);
+      if (outcome.kind === 'refused') {
+        this.logger.error('new configuration refused; the running one stays in force', { error: outcome.error.message });
+        status.error(`reload refused: ${outcome.error.message}`);
         return;
       }
-      this.logger.info('stopping', { signal });
-      this.stopRequested?.();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    this.notify('READY=1');
-    try {
-      await stopped;
-      this.notify('STOPPING=1');
-      await this.watcher.close();
-      const outcome = await this.pipeline.stop(this.config.pipeline.shutdownTimeoutMs);
-      await this.journal.close();
-      await this.quarantine.close();
-      await this.lock.close();
-      this.logger.info(outcome === 'drained' ? 'stopped' : 'stopped at the deadline; unfinished items stay in quarantine', {
-        ...this.pipeline.counts,
-      });
-      return 0;
-    } finally {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-    }
-  }
-
-  private notify(state: string): void {
-    try {
-      this.addon.sdNotify(state);
+      if (outcome.kind === 'unchanged') {
+        this.logger.info('configuration reloaded: nothing changed');
+        return;
+      }
+      const { plan } = outcome;
+      const next = plan.effective;
+      for (const change of plan.restartRequired) this.logger.warn('configuration change needs a restart to take effect', { change: describeChange(change) });
+      const sections = new Set(plan.sectionsToApply);
+      if (sections.has('logging')) this.logger.level = next.logging.level;
+      let scanners: readonly Scanner[] | null = null;
+      if (sections.has('scanners')) {
+        scanners = createScanners(next, this.addon);
+        status.setScanners(scanners.map((scanner) => scanner.name));
+      }
+      if (sections.has('pipeline') || sections.has('scanners') || sections.has('ledger')) {
+        pipeline.reconfigure({
+          options: next.pipeline,
+          scanners: scanners ?? pipeline.currentScanners,
+          ledger: next.ledger.requireTestedVersions ? (pipeline.ledgerGate ?? new LedgerGate(next.paths.ledgerFilePath, this.logger)) : null,
+        });
+        writerChecker.setStabilityWindow(next.pipeline.stabilityWindowMs);
+      }
+      this.config = next;
+      if (sections.has('metrics')) {
+        await this.parts.textfile?.stop();
+        this.parts.textfile = null;
+        this.startTextfile();
+      }
+      this.logger.info('configuration reloaded', { applied: plan.live.map(describeChange) });
     } catch (error) {
-      this.logger.warn('sd_notify failed', { state, code: (error as NodeJS.ErrnoException).code });
+      this.logger.error('reload failed; the running configuration stays in force', { error: (error as Error).message });
+    } finally {
+      status.state = 'running';
+      notifier.ready(systemdStatusLine(status.snapshot()));
     }
   }
 }
@@ -198,6 +444,70 @@ async function resolveDirectories(config: ShuttleConfig): Promise<RealDirectorie
     hazard: await resolve('hazard_archive_path', paths.hazardArchivePath),
     log: await resolve('log_path', paths.logPath),
   };
+}
+
+/** The permission model's accounts must exist and the managed paths must conform (fixed where they do not). */
+async function createEnforcer(config: ShuttleConfig, logger: Logger, zone: Zone): Promise<PermissionEnforcer> {
+  try {
+    const enforcer = await PermissionEnforcer.create(config, { logger, guard: zone });
+    const corrected = await enforcer.verifyAndFixManagedPaths();
+    if (corrected.length > 0) logger.warn('managed paths brought back to the permission model', { corrected: corrected.length });
+    return enforcer;
+  } catch (error) {
+    if (error instanceof PermissionEnforcementError) {
+      const problems = error.findings.map((finding) => `${finding.path}: ${finding.check}: expected ${finding.expected}, found ${finding.found}`);
+      throw new StartupError(`${config.file}: permissions: cannot bring the managed paths to the model: ${problems.join('; ')}`);
+    }
+    throw error;
+  }
+}
+
+async function checkHazardKey(config: ShuttleConfig, scratchDirectory: string): Promise<void> {
+  try {
+    await validateHazardKey(config.paths.hazardEncryptionKeyPath, { scratchDirectory });
+  } catch (error) {
+    if (error instanceof HazardKeyError) throw new StartupError(`${config.file}: paths.hazard_encryption_key_path: ${error.message}`);
+    throw error;
+  }
+}
+
+/** Each scanner's version, or why it could not be asked (a scanner that is down does not stop the start). */
+async function probeScannerVersions(scanners: readonly Scanner[], logger: Logger): Promise<Map<string, { version: string } | { error: string }>> {
+  const results = new Map<string, { version: string } | { error: string }>();
+  await Promise.all(
+    scanners.map(async (scanner) => {
+      try {
+        results.set(scanner.name, { version: await scanner.version(AbortSignal.timeout(VERSION_PROBE_TIMEOUT_MS)) });
+      } catch (error) {
+        logger.warn('scanner did not tell its version at start; files wait in quarantine until it answers', { scanner: scanner.name, error: (error as Error).message });
+        results.set(scanner.name, { error: (error as Error).message });
+      }
+    }),
+  );
+  return results;
+}
+
+/**
+ * Refuse to start with a scanner version that never passed `shuttle scanner-test`. A scanner that could not
+ * be asked is left to the ledger gate, which holds every release it scans until its version is tested.
+ */
+async function requireTestedVersions(config: ShuttleConfig, versions: ReadonlyMap<string, { version: string } | { error: string }>): Promise<void> {
+  const known = [...versions].flatMap(([name, outcome]) => ('version' in outcome ? [{ name, version: outcome.version }] : []));
+  let check;
+  try {
+    check = await checkLedger(config.paths.ledgerFilePath, known);
+  } catch (error) {
+    if (error instanceof LedgerError) throw new StartupError(`${config.file}: paths.ledger_file_path: ${error.message}`);
+    throw error;
+  }
+  if (!check.ok) {
+    throw new StartupError(
+      `${config.file}: scanners: ${describeUntested(check.untested)} not recorded as tested in ${config.paths.ledgerFilePath}; ` +
+        'run `shuttle scanner-test --config ' +
+        config.file +
+        '` (or set scanners.require_tested_versions: false to opt out)',
+    );
+  }
 }
 
 function createScanners(config: ShuttleConfig, addon: NativeAddon): Scanner[] {

@@ -31,6 +31,8 @@ export interface IntakeDependencies {
   readonly writerChecker: WriterChecker;
   readonly logger: Logger;
   readonly now: () => Date;
+  /** Makes the intake durable in the audit log; runs after the journal record, before the source goes. */
+  readonly recordIntake?: (item: ItemRecord) => Promise<void>;
 }
 
 /** Copies finished files from source_path into quarantine, hashing them in the same read, then removes the source. */
@@ -142,6 +144,16 @@ export class Intake {
     };
     // The copy is fsynced; once its record is durable too, the source may go.
     await journal.append({ op: 'item', item });
+    try {
+      await this.deps.recordIntake?.(item);
+    } catch (error) {
+      // The bytes are safe in quarantine and journalled; without its audit record the source stays, and a
+      // restart removes it once it is recognised as this item.
+      this.unremovedSources.set(identityKey, id);
+      logger.error('intake could not be written to the audit log; the source stays in place', { path: sourcePath, id, error: (error as Error).message });
+      writerChecker.forget(sourcePath);
+      return { kind: 'taken', item };
+    }
     try {
       // A writer that opened the file after the copy would lose its bytes if we unlinked now: leave the
       // file, and take it again only once it has changed.

@@ -13,7 +13,9 @@ export type ItemState =
   | 'suspect'
   /** Something went wrong that retrying will not fix (hash mismatch, bytes missing). Held and logged. */
   | 'failed'
-  | 'released';
+  | 'released'
+  /** Encrypted into a durable hazard archive; what is left is the secure removal of the plaintext. */
+  | 'hazarded';
 
 /** Where the file came from, to recognise it again after a crash between intake and removing the source. */
 export interface SourceIdentity {
@@ -38,6 +40,8 @@ export interface ItemRecord {
   readonly reason?: string;
   /** Path relative to destination_path the file was released under. */
   readonly releasedAs?: string;
+  /** Name of the item's archive in hazard_archive_path. */
+  readonly archive?: string;
 }
 
 export type JournalEntry =
@@ -46,7 +50,8 @@ export type JournalEntry =
   | { readonly op: 'scanned'; readonly id: string; readonly state: 'clean' | 'suspect'; readonly reports: readonly ScanReport[]; readonly signature?: string }
   | { readonly op: 'failed'; readonly id: string; readonly reason: string }
   | { readonly op: 'released'; readonly id: string; readonly releasedAs: string }
-  /** The temporary name and the quarantine copy of a released item are gone: nothing left to do. */
+  | { readonly op: 'hazarded'; readonly id: string; readonly archive: string }
+  /** The temporary name and the quarantine copy of a released (or the plaintext of a hazarded) item are gone. */
   | { readonly op: 'done'; readonly id: string };
 
 /** The name of an item's bytes inside quarantine_path. */

@@ -148,6 +148,9 @@ function applyEntry(live: Map<string, ItemRecord>, entry: JournalEntry): void {
     case 'released':
       live.set(entry.id, { ...item, state: 'released', releasedAs: entry.releasedAs });
       return;
+    case 'hazarded':
+      live.set(entry.id, { ...item, state: 'hazarded', archive: entry.archive });
+      return;
     case 'done':
       live.delete(entry.id);
       return;

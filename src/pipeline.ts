@@ -2,12 +2,15 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'winston';
 import type { PipelineOptions } from './config.js';
+import { scannedEvent, type AuditLog } from './audit.js';
+import { HazardError, secureRemove, type HazardArchiver } from './hazard.js';
 import type { Intake } from './intake.js';
 import { quarantineDataName, type ItemRecord } from './item.js';
 import { JOURNAL_NAME, type Journal } from './journal.js';
+import type { LedgerGate } from './ledger.js';
 import { hashHandle, ReleaseIntegrityError, type Releaser } from './release.js';
 import { scanWithAll } from './scanners/scan-all.js';
-import type { Scanner } from './scanners/scanner.js';
+import type { ScanReport, Scanner, Verdict } from './scanners/scanner.js';
 import { KeyedQueue } from './work-queue.js';
 import type { VerifiedDirectory, Zone } from './zone.js';
 
@@ -21,8 +24,20 @@ export interface PipelineCounts {
   quarantined: number;
   released: number;
   suspect: number;
+  hazarded: number;
+  rejected: number;
   failed: number;
   scanFailures: number;
+}
+
+/** What the pipeline tells the rest of the daemon (metrics, status) as files move. Called after the fact. */
+export interface PipelineObserver {
+  quarantined(item: ItemRecord): void;
+  scanned(item: ItemRecord, verdict: Verdict, reports: readonly ScanReport[]): void;
+  released(item: ItemRecord, releasedAs: string): void;
+  hazarded(item: ItemRecord, archive: string): void;
+  rejected(path: string, reason: string): void;
+  failed(reason: string, where: { id?: string; path?: string }): void;
 }
 
 export interface PipelineDependencies {
@@ -36,6 +51,14 @@ export interface PipelineDependencies {
   readonly releaser: Releaser;
   readonly scanners: readonly Scanner[];
   readonly logger: Logger;
+  /** Encrypts suspect items into hazard_archive_path. */
+  readonly hazard: HazardArchiver;
+  /** hazard_archive_path, to find the archive of an item whose archiving a crash cut short. */
+  readonly hazardDirectory: VerifiedDirectory;
+  readonly audit: AuditLog;
+  /** Releases wait while a scanner version has no passing scanner-test; null when the config opts out. */
+  readonly ledger: LedgerGate | null;
+  readonly observer: PipelineObserver;
 }
 
 /**
@@ -43,7 +66,7 @@ export interface PipelineDependencies {
  * quarantined items. Watcher hints only ever add keys; every decision re-reads the file system or the journal.
  */
 export class Pipeline {
-  readonly counts: PipelineCounts = { quarantined: 0, released: 0, suspect: 0, failed: 0, scanFailures: 0 };
+  readonly counts: PipelineCounts = { quarantined: 0, released: 0, suspect: 0, hazarded: 0, rejected: 0, failed: 0, scanFailures: 0 };
   private readonly abort = new AbortController();
   private readonly sourceQueue: KeyedQueue<string>;
   private readonly itemQueue: KeyedQueue<string>;
@@ -55,8 +78,11 @@ export class Pipeline {
   /** Refused source paths and why, so each refusal is logged once. */
   private readonly refusals = new Map<string, string>();
   private stopping = false;
+  /** What a reload may change: start from the dependencies, replaced by reconfigure(). */
+  private settings: Pick<PipelineDependencies, 'options' | 'scanners' | 'ledger'>;
 
   constructor(private readonly deps: PipelineDependencies) {
+    this.settings = { options: deps.options, scanners: deps.scanners, ledger: deps.ledger };
     const { options, logger } = deps;
     this.sourceQueue = new KeyedQueue(options.intakeConcurrency, (relativePath) => this.takeFromSource(relativePath), (relativePath, error) =>
       this.onUnexpected('intake failed; the file stays in source', { path: path.join(deps.sourceRoot, relativePath) }, error, () =>
@@ -67,6 +93,21 @@ export class Pipeline {
       this.onUnexpected('item failed; it stays in quarantine', { id }, error, () => this.scheduleRetry(id)),
     );
     logger.debug('pipeline ready', { intakeConcurrency: options.intakeConcurrency, scanConcurrency: options.scanConcurrency });
+  }
+
+  /** A reloaded config: new limits and scanners apply to the next step of each item; work in flight finishes as it started. */
+  reconfigure(settings: Pick<PipelineDependencies, 'options' | 'scanners' | 'ledger'>): void {
+    this.settings = settings;
+    this.sourceQueue.setConcurrency(settings.options.intakeConcurrency);
+    this.itemQueue.setConcurrency(settings.options.scanConcurrency);
+  }
+
+  get currentScanners(): readonly Scanner[] {
+    return this.settings.scanners;
+  }
+
+  get ledgerGate(): LedgerGate | null {
+    return this.settings.ledger;
   }
 
   /** A watcher's hint that something at `relativePath` (under source_path) may want taking. */
@@ -95,17 +136,17 @@ export class Pipeline {
         logger.info('removed an incomplete quarantine copy', { path: quarantine.realEntry(name) });
       }
     }
-    const held: Record<string, number> = {};
+    let failed = 0;
     for (const item of [...live.values()]) {
-      if (item.state !== 'released') await this.removeSourceLeftBehind(item);
+      if (item.state !== 'released' && item.state !== 'hazarded') await this.removeSourceLeftBehind(item);
       if (item.state === 'quarantined' && !(await exists(quarantine.entry(quarantineDataName(item.id))))) {
         await this.fail(item, 'its quarantine copy is missing');
         continue;
       }
-      if (item.state === 'suspect' || item.state === 'failed') held[item.state] = (held[item.state] ?? 0) + 1;
+      if (item.state === 'failed') failed++;
       else this.itemQueue.add(item.id);
     }
-    logger.info('journal recovered', { items: live.size, ...held });
+    logger.info('journal recovered', { items: live.size, failed });
   }
 
   /** Stop intake, let in-flight work finish until the deadline, then abort it so it parks. */
@@ -133,6 +174,7 @@ export class Pipeline {
     switch (outcome.kind) {
       case 'taken':
         this.counts.quarantined++;
+        this.deps.observer.quarantined(outcome.item);
         logger.info('quarantined', { path: fullPath, id: outcome.item.id, sha256: outcome.item.sha256, size: outcome.item.size });
         this.itemQueue.add(outcome.item.id);
         return;
@@ -144,6 +186,9 @@ export class Pipeline {
         if (this.refusals.get(relativePath) !== outcome.reason) {
           this.refusals.set(relativePath, outcome.reason);
           logger.warn('left in source', { path: fullPath, reason: outcome.reason });
+          this.counts.rejected++;
+          this.deps.observer.rejected(fullPath, outcome.reason);
+          await this.auditQuietly({ event: 'rejected', path: relativePath, reason: outcome.reason });
         }
         return;
       case 'gone':
@@ -178,40 +223,59 @@ export class Pipeline {
         await this.deps.releaser.cleanUpReleased(item);
         return;
       case 'suspect':
+        await this.archiveSuspect(item);
+        return;
+      case 'hazarded':
+        await this.removeHazardPlaintext(item);
+        return;
       case 'failed':
         return;
     }
   }
 
   private async scan(item: ItemRecord): Promise<void> {
-    const { journal, logger, quarantine, scanners } = this.deps;
+    const { journal, logger, quarantine } = this.deps;
+    const { scanners } = this.settings;
     const target = { path: quarantine.realEntry(quarantineDataName(item.id)), size: item.size, sha256: item.sha256 };
     const { verdict, reports } = await scanWithAll([...scanners], target, this.abort.signal);
     if (verdict.kind === 'failed') {
       if (verdict.code === 'aborted') return;
       this.counts.scanFailures++;
+      this.deps.observer.scanned(item, verdict, reports);
       const retryInMs = this.scheduleRetry(item.id);
       logger.warn('not scanned; the file waits in quarantine', { id: item.id, path: item.relativePath, code: verdict.code, reason: verdict.reason, retryInSeconds: retryInMs / 1000 });
       return;
     }
     this.retries.delete(item.id);
+    // The verdict counts once both the audit log and the journal hold it.
+    const audited = this.deps.audit.append(scannedEvent(item.id, verdict, reports));
     if (verdict.kind === 'suspect') {
-      await journal.append({ op: 'scanned', id: item.id, state: 'suspect', reports, signature: verdict.signature });
+      await Promise.all([journal.append({ op: 'scanned', id: item.id, state: 'suspect', reports, signature: verdict.signature }), audited]);
       this.counts.suspect++;
-      logger.error('suspect file held in quarantine', { id: item.id, path: item.relativePath, sha256: item.sha256, signature: verdict.signature });
-      return;
+      this.deps.observer.scanned(item, verdict, reports);
+      logger.error('suspect file found; encrypting it into the hazard archive', { id: item.id, path: item.relativePath, sha256: item.sha256, signature: verdict.signature });
+    } else {
+      await Promise.all([journal.append({ op: 'scanned', id: item.id, state: 'clean', reports }), audited]);
+      this.deps.observer.scanned(item, verdict, reports);
+      logger.debug('clean', { id: item.id, path: item.relativePath, scanners: reports.map((report) => report.scanner) });
     }
-    await journal.append({ op: 'scanned', id: item.id, state: 'clean', reports });
-    logger.debug('clean', { id: item.id, path: item.relativePath, scanners: reports.map((report) => report.scanner) });
-    const scanned = journal.get(item.id);
-    if (scanned !== undefined) await this.release(scanned);
+    await this.advanceItem(item.id);
   }
 
   private async release(item: ItemRecord): Promise<void> {
+    const { logger } = this.deps;
+    const { ledger } = this.settings;
+    if (ledger !== null && !(await ledger.allows(item.reports ?? []))) {
+      // The gate logs the pause itself, once; the item waits as clean and is asked about again.
+      const retryInMs = this.scheduleRetry(item.id);
+      logger.debug('release waits for a tested scanner version', { id: item.id, retryInSeconds: retryInMs / 1000 });
+      return;
+    }
     try {
-      await this.deps.releaser.release(item, this.abort.signal);
+      const releasedAs = await this.deps.releaser.release(item, this.abort.signal);
       this.retries.delete(item.id);
       this.counts.released++;
+      this.deps.observer.released(item, releasedAs);
     } catch (error) {
       if (error instanceof ReleaseIntegrityError) {
         await this.fail(item, error.message);
@@ -229,15 +293,90 @@ export class Pipeline {
     }
   }
 
+  /**
+   * Encrypt a suspect item into the hazard archive; the archiver removes the plaintext once the archive is
+   * durable. Encryption that fails leaves the plaintext in quarantine (owner-only) and the item failed.
+   */
+  private async archiveSuspect(item: ItemRecord): Promise<void> {
+    const { quarantine, logger } = this.deps;
+    const dataName = quarantineDataName(item.id);
+    if (!(await exists(quarantine.entry(dataName)))) {
+      // A crash after the archive was published and the plaintext removed, before the journal heard of it.
+      const archive = await this.findArchive(item.id);
+      if (archive === null) {
+        await this.fail(item, 'its quarantine copy is missing and no hazard archive holds it');
+        return;
+      }
+      await this.recordHazarded(item, archive, null);
+      await this.deps.journal.append({ op: 'done', id: item.id });
+      return;
+    }
+    try {
+      const { archiveName, sidecarName } = await this.deps.hazard.archive(item, { directory: quarantine, name: dataName }, this.abort.signal);
+      await this.recordHazarded(item, archiveName, sidecarName);
+      await this.deps.journal.append({ op: 'done', id: item.id });
+      this.retries.delete(item.id);
+    } catch (error) {
+      if (this.abort.signal.aborted) return;
+      if (error instanceof HazardError && error.archiveName !== null) {
+        // The archive is durable; only the removal of the plaintext is left, and it is retried.
+        await this.recordHazarded(item, error.archiveName, null);
+        const retryInMs = this.scheduleRetry(item.id);
+        logger.error('hazard archive written, but the plaintext could not be removed yet', { id: item.id, error: error.message, retryInSeconds: retryInMs / 1000 });
+        return;
+      }
+      await this.fail(item, `hazard archive failed: ${(error as Error).message}`);
+    }
+  }
+
+  private async recordHazarded(item: ItemRecord, archive: string, sidecar: string | null): Promise<void> {
+    await Promise.all([
+      this.deps.audit.append({ event: 'hazarded', id: item.id, archive, sidecar }),
+      this.deps.journal.append({ op: 'hazarded', id: item.id, archive }),
+    ]);
+    this.counts.hazarded++;
+    this.deps.observer.hazarded(item, archive);
+  }
+
+  /** A hazarded item whose plaintext is still in quarantine: remove it securely, then forget the item. */
+  private async removeHazardPlaintext(item: ItemRecord): Promise<void> {
+    const { zone, quarantine, journal, logger } = this.deps;
+    const dataName = quarantineDataName(item.id);
+    try {
+      if (await exists(quarantine.entry(dataName))) await secureRemove(zone, quarantine, dataName);
+    } catch (error) {
+      const retryInMs = this.scheduleRetry(item.id);
+      logger.error('cannot remove the plaintext of a hazarded item yet', { id: item.id, archive: item.archive, code: (error as NodeJS.ErrnoException).code, error: (error as Error).message, retryInSeconds: retryInMs / 1000 });
+      return;
+    }
+    this.retries.delete(item.id);
+    await journal.append({ op: 'done', id: item.id });
+    logger.info('plaintext of a hazarded item removed', { id: item.id, archive: item.archive });
+  }
+
+  /** The archive name holding item `id`, if one was published (`<time>-<id>[.N].gpg`). */
+  private async findArchive(id: string): Promise<string | null> {
+    const names = await this.deps.hazardDirectory.list();
+    return names.find((name) => name.endsWith('.gpg') && !name.startsWith('.') && name.includes(`-${id}`)) ?? null;
+  }
+
   private async fail(item: ItemRecord, reason: string): Promise<void> {
-    await this.deps.journal.append({ op: 'failed', id: item.id, reason });
+    await Promise.all([this.deps.journal.append({ op: 'failed', id: item.id, reason }), this.auditQuietly({ event: 'failed', id: item.id, path: item.relativePath, reason })]);
     this.counts.failed++;
+    this.deps.observer.failed(reason, { id: item.id, path: item.relativePath });
     this.deps.logger.error('item failed and is held in quarantine', { id: item.id, path: item.relativePath, reason });
+  }
+
+  /** For records whose loss must not stop the pipeline: a failed append is logged, not thrown. */
+  private async auditQuietly(event: Parameters<AuditLog['append']>[0]): Promise<void> {
+    await this.deps.audit.append(event).catch((error: unknown) => {
+      this.deps.logger.error('cannot write to the audit log', { event: event.event, error: (error as Error).message });
+    });
   }
 
   /** Exponential backoff with jitter, so a scanner coming back is not hit by every file at once. */
   private scheduleRetry(id: string): number {
-    const { retryBaseMs, retryMaxMs } = this.deps.options;
+    const { retryBaseMs, retryMaxMs } = this.settings.options;
     const previous = this.retries.get(id);
     if (previous?.timer) clearTimeout(previous.timer);
     const attempts = (previous?.attempts ?? 0) + 1;

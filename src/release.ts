@@ -33,6 +33,18 @@ export interface ReleaseDependencies {
   readonly logger: Logger;
   /** Quarantine and destination share a filesystem: release by rename instead of a second copy. */
   readonly sameFilesystem: boolean;
+  /**
+   * The permission model, when the daemon enforces one: a released file gets its directory's group and the
+   * ACL its default ACL implies, and a directory the release creates gets the model's mode and ACLs.
+   */
+  readonly permissions?: ReleasePermissions;
+  /** Makes the release durable in the audit log; runs before the journal records it. */
+  readonly recordRelease?: (item: ItemRecord, releasedAs: string) => Promise<void>;
+}
+
+export interface ReleasePermissions {
+  applyAfterMove(filePath: string): Promise<void>;
+  enforceDirectory(directory: string): Promise<unknown>;
 }
 
 /**
@@ -82,6 +94,7 @@ export class Releaser {
   private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean): Promise<string> {
     await directory.handle.sync();
     const releasedAs = path.join(path.dirname(item.relativePath), finalName);
+    await this.deps.recordRelease?.(item, releasedAs);
     await this.deps.journal.append({ op: 'released', id: item.id, releasedAs });
     this.deps.logger.info(fresh ? 'released' : 'release completed after restart', {
       id: item.id,
@@ -126,12 +139,12 @@ export class Releaser {
     const source = await fsp.open(quarantine.entry(dataName), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
       const target = await zone.createExclusive(directory, temporary, RELEASED_FILE_MODE);
-      await this.adoptDirectoryGroup(directory, target);
       const copied = await copyAndHash(source, target, signal);
       if (copied.sha256 !== item.sha256) {
         await zone.unlinkIn(directory, temporary);
         throw new ReleaseIntegrityError(item.id, item.sha256, copied.sha256);
       }
+      await this.setReleasedPermissions(directory, temporary);
     } finally {
       await source.close();
     }
@@ -146,18 +159,30 @@ export class Releaser {
         await this.deps.zone.move(directory, temporary, this.deps.quarantine, quarantineDataName(item.id));
         throw new ReleaseIntegrityError(item.id, item.sha256, actual);
       }
-      // A moved file keeps its old group and mode: set both explicitly.
-      await this.adoptDirectoryGroup(directory, handle);
-      await handle.chmod(RELEASED_FILE_MODE);
+      await this.setReleasedPermissions(directory, temporary, handle);
       await handle.sync();
     } finally {
       await handle.close();
     }
   }
 
-  private async adoptDirectoryGroup(directory: VerifiedDirectory, handle: FileHandle): Promise<void> {
-    const [directoryStats, fileStats] = await Promise.all([directory.handle.stat(), handle.stat()]);
-    if (fileStats.gid !== directoryStats.gid) await handle.chown(-1, directoryStats.gid);
+  /**
+   * A moved file keeps its old group, mode and ACL (a copied one may carry a group it was created with):
+   * set all of them explicitly, before the file gets its final name.
+   */
+  private async setReleasedPermissions(directory: VerifiedDirectory, temporary: string, open?: FileHandle): Promise<void> {
+    if (this.deps.permissions !== undefined) {
+      await this.deps.permissions.applyAfterMove(directory.realEntry(temporary));
+      return;
+    }
+    const handle = open ?? (await fsp.open(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW));
+    try {
+      const [directoryStats, fileStats] = await Promise.all([directory.handle.stat(), handle.stat()]);
+      if (fileStats.gid !== directoryStats.gid) await handle.chown(-1, directoryStats.gid);
+      await handle.chmod(RELEASED_FILE_MODE);
+    } finally {
+      if (open === undefined) await handle.close();
+    }
   }
 
   private async linkWithoutOverwriting(directory: VerifiedDirectory, temporary: string, wanted: string): Promise<string> {
@@ -192,6 +217,7 @@ export class Releaser {
             await zone.chmodIn(current, component, mode);
             const created = await fsp.lstat(current.entry(component));
             if (created.gid !== parent.gid) await zone.chownIn(current, component, -1, parent.gid);
+            await this.deps.permissions?.enforceDirectory(current.realEntry(component));
           } catch (error) {
             if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
           }

@@ -12,7 +12,7 @@ export class KeyedQueue<K> {
   private closed = false;
 
   constructor(
-    private readonly concurrency: number,
+    private concurrency: number,
     private readonly worker: (key: K) => Promise<void>,
     private readonly onError: (key: K, error: unknown) => void,
   ) {}
@@ -35,6 +35,12 @@ export class KeyedQueue<K> {
 
   get active(): number {
     return this.running.size;
+  }
+
+  /** A new limit on work at once: more starts now, or fewer as running work finishes. */
+  setConcurrency(concurrency: number): void {
+    this.concurrency = concurrency;
+    this.pump();
   }
 
   /** Take no more work; what is running carries on. */

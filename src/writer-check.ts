@@ -32,9 +32,14 @@ export class WriterChecker {
   constructor(
     private readonly addon: NativeAddon | null,
     readonly mode: WriterCheckMode,
-    private readonly stabilityWindowMs: number,
+    private stabilityWindowMs: number,
     private readonly now: () => number,
   ) {}
+
+  /** A reloaded config's quiet period; applies to the next observation of each file. */
+  setStabilityWindow(ms: number): void {
+    this.stabilityWindowMs = ms;
+  }
 
   check(path: string, fd: number, stats: BigIntStats): WriterCheck {
     if (this.addon !== null && this.mode !== 'stability') {

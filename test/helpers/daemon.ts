@@ -2,10 +2,11 @@
 // so tests can drop files, kill it with any signal, restart it, and look at what it left behind.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { generateKeyPair, type TestKeyPair } from './gpg.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SHUTTLE_BIN = path.join(REPO_ROOT, 'bin/shuttle.js');
@@ -29,6 +30,63 @@ export interface DaemonConfigOptions {
   mdatpCommand?: string;
   /** Extra YAML for the pipeline: section, e.g. { retry_base_seconds: 1 }. */
   pipeline?: Record<string, number>;
+  /** scanners.require_tested_versions; false unless a test is about the ledger gate. */
+  requireTestedVersions?: boolean;
+  /**
+   * The permissions: section as YAML lines (indented by two). By default every managed path belongs to the
+   * user and group running the tests, with the modes and default ACLs of the real model; null leaves the
+   * section out, so the daemon applies the shipped model (whose accounts must then exist).
+   */
+  permissions?: readonly string[] | null;
+  /** More top-level YAML, appended as it is (e.g. a limits: section). */
+  extraYaml?: string;
+}
+
+/** The user and group names the tests run as, for a permission model that needs no extra accounts. */
+export function currentAccountNames(): { user: string; group: string } {
+  const user = os.userInfo().username;
+  const gid = process.getgid?.() ?? 0;
+  const groupLine = readGroupLine(gid);
+  return { user, group: groupLine ?? String(gid) };
+}
+
+function readGroupLine(gid: number): string | null {
+  try {
+    const text = readFileSync('/etc/group', 'utf8');
+    for (const line of text.split('\n')) {
+      const [name, , id] = line.split(':');
+      if (id !== undefined && Number(id) === gid && name) return name;
+    }
+  } catch {
+    // fall through: the number works as a group name for the model too
+  }
+  return null;
+}
+
+/** The permission model for test directories: the real modes and default ACLs, owned by whoever runs the tests. */
+export function defaultTestPermissions(): string[] {
+  const { user, group } = currentAccountNames();
+  const owned = `owner: "${user}", group: "${group}"`;
+  return [
+    `  source_path: { ${owned}, mode: "2770", acl: [], default_acl: ["user::rw-", "group::rw-", "other::---"] }`,
+    `  destination_path: { ${owned}, mode: "2770", acl: [], default_acl: ["user::rw-", "group::rw-", "other::---"] }`,
+    `  quarantine_path: { ${owned}, mode: "2770" }`,
+    `  hazard_archive_path: { ${owned}, mode: "2770" }`,
+    `  log_path: { ${owned}, mode: "2770" }`,
+    `  hazard_encryption_key_path: { ${owned}, mode: "0640" }`,
+    `  ledger_file_path: { ${owned}, mode: "0640" }`,
+  ];
+}
+
+let sharedKey: Promise<TestKeyPair> | null = null;
+
+/**
+ * One OpenPGP key pair for every daemon this test process starts (the daemon refuses to start without a
+ * usable hazard key); its secret half decrypts their archives.
+ */
+export function sharedHazardKey(): Promise<TestKeyPair> {
+  sharedKey ??= generateKeyPair({ name: 'Shuttle Test Daemon Key' });
+  return sharedKey;
 }
 
 /** A fresh set of directories under the system temp dir (or `parent`), and a config that points at them. */
@@ -47,7 +105,7 @@ export async function makeDirectories(parent = os.tmpdir()): Promise<ShuttleDire
     await fsp.mkdir(directory, { mode: 0o2770 });
     await fsp.chmod(directory, 0o2770);
   }
-  await fsp.writeFile(path.join(directories.etc, 'hazard-public.asc'), '');
+  await fsp.copyFile((await sharedHazardKey()).publicKeyPath, path.join(directories.etc, 'hazard-public.asc'));
   await fsp.writeFile(path.join(directories.etc, 'ledger.yaml'), '');
   return directories;
 }
@@ -73,15 +131,25 @@ export async function writeConfig(directories: ShuttleDirectories, options: Daem
     'scanners:',
     `  clamd: ${clamd}`,
     `  mdatp: ${mdatp}`,
+    `  require_tested_versions: ${options.requireTestedVersions ?? false}`,
+    ...(options.permissions === null ? [] : ['permissions:', ...(options.permissions ?? defaultTestPermissions())]),
     'pipeline:',
     ...Object.entries(pipeline).map(([key, value]) => `  ${key}: ${value}`),
     'logging:',
     '  level: debug',
+    'runtime:',
+    `  status_socket: ${statusSocketPath(directories)}`,
+    options.extraYaml ?? '',
     '',
   ].join('\n');
   const file = path.join(directories.etc, 'shuttle.yaml');
   await fsp.writeFile(file, text);
   return file;
+}
+
+/** Where a test daemon serves `shuttle status`: inside its own directories, short enough for a socket path. */
+export function statusSocketPath(directories: ShuttleDirectories): string {
+  return path.join(directories.root, 'run', 'status.sock');
 }
 
 export interface RunningDaemon {

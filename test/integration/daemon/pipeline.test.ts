@@ -1,14 +1,18 @@
 // The daemon end to end against a real clamd: what gets released, what is held, what is refused.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EICAR, startClamd, type ClamdHarness } from '../../helpers/clamd.js';
+import { splitHazardPayload } from '../../helpers/gpg.js';
 import {
+  defaultTestPermissions,
   journalStates,
   listFiles,
   makeDirectories,
+  sharedHazardKey,
+  SHUTTLE_BIN,
   quarantinedData,
   startDaemonReady,
   stopDaemon,
@@ -45,16 +49,31 @@ async function startWith(options: Parameters<typeof writeConfig>[1] = {}): Promi
   return daemon;
 }
 
+/** Every record of the audit log in `logDirectory`, oldest first. */
+async function auditRecords(logDirectory: string): Promise<Array<Record<string, unknown> & { event: string }>> {
+  const names = (await fsp.readdir(logDirectory)).filter((name) => /^audit-.*\.jsonl$/.test(name)).sort();
+  const lines = (await Promise.all(names.map((name) => fsp.readFile(path.join(logDirectory, name), 'utf8')))).join('').split('\n');
+  return lines.filter((line) => line !== '').map((line) => JSON.parse(line) as Record<string, unknown> & { event: string });
+}
+
 async function fresh(): Promise<void> {
   directories = await makeDirectories();
 }
 
+/** The test model, with destination_path's entry replaced by `destination`. */
+function destinationModel(destination: string): string[] {
+  return defaultTestPermissions().map((line) => (line.startsWith('  destination_path:') ? destination : line));
+}
+
 describe('shuttle run with a real clamd', () => {
-  it('releases a clean file with the same bytes, mode 0660 and the destination group', async () => {
+  it('releases a clean file with the same bytes, mode 0660, the destination group and its default ACL entries', async () => {
     await fresh();
     const out = directories.destination;
-    execFileSync('chgrp', ['daemon', out]);
-    await startWith();
+    await startWith({
+      permissions: destinationModel(
+        '  destination_path: { owner: root, group: daemon, mode: "2770", acl: [], default_acl: ["user::rw-", "group::rw-", "group:bin:r--", "other::---"] }',
+      ),
+    });
     const content = randomBytes(100_000);
     await fsp.writeFile(path.join(directories.source, 'report.csv'), content);
     await waitFor(async () => (await listFiles(out)).includes('report.csv'), 20_000, () => daemon!.output());
@@ -62,33 +81,56 @@ describe('shuttle run with a real clamd', () => {
     expect(sha256(released)).toBe(sha256(content));
     const stats = await fsp.stat(path.join(out, 'report.csv'));
     expect(stats.mode & 0o7777).toBe(0o660);
+    expect(stats.gid).toBe(Number(execFileSync('getent', ['group', 'daemon'], { encoding: 'utf8' }).split(':')[2]));
     expect(stats.gid).toBe((await fsp.stat(out)).gid);
+    // Moved from quarantine, it still carries what the directory's default ACL gives new files.
+    const acl = execFileSync('getfacl', ['-p', '--omit-header', path.join(out, 'report.csv')], { encoding: 'utf8' });
+    expect(acl).toMatch(/^group:bin:r--$/m);
+    expect(acl).toMatch(/^other::---$/m);
     expect(stats.nlink).toBe(1);
     expect(await listFiles(directories.source)).toEqual([]);
     expect(await quarantinedData(directories.quarantine)).toEqual([]);
     expect(daemon!.output()).toMatch(new RegExp(`released.*sha256=${sha256(content)}`));
   });
 
-  it('holds the EICAR test file in quarantine and never releases it', async () => {
+  it('encrypts the EICAR test file into the hazard archive, removes the plaintext, and never releases it', async () => {
     await fresh();
     await startWith();
-    await fsp.writeFile(path.join(directories.source, 'invoice.pdf'), EICAR);
+    await fsp.mkdir(path.join(directories.source, 'billing'));
+    await fsp.writeFile(path.join(directories.source, 'billing/invoice.pdf'), EICAR);
     await fsp.writeFile(path.join(directories.source, 'clean.txt'), 'hello');
     await waitFor(async () => (await listFiles(directories.destination)).includes('clean.txt'), 20_000, () => daemon!.output());
-    await waitFor(async () => [...(await journalStates(directories.quarantine)).values()].some((item) => item.state === 'suspect'), 20_000);
-    const states = [...(await journalStates(directories.quarantine)).values()];
-    expect(states).toEqual([{ state: 'suspect', relativePath: 'invoice.pdf', signature: `${clamd.eicarSignature} (clamd)` }]);
+    await waitFor(async () => (await fsp.readdir(directories.hazard)).some((name) => name.endsWith('.gpg')), 30_000, () => daemon!.output());
+    await waitFor(async () => (await journalStates(directories.quarantine)).size === 0, 20_000, () => daemon!.output());
     expect(await listFiles(directories.destination)).toEqual(['clean.txt']);
-    const [data] = await quarantinedData(directories.quarantine);
-    expect(await fsp.readFile(path.join(directories.quarantine, data!), 'latin1')).toBe(EICAR);
-    expect((await fsp.stat(path.join(directories.quarantine, data!))).mode & 0o777).toBe(0o600);
-    expect(daemon!.output()).toMatch(/suspect file held in quarantine.*invoice\.pdf/);
+    expect(await quarantinedData(directories.quarantine)).toEqual([]);
+
+    const names = await fsp.readdir(directories.hazard);
+    const archive = names.find((name) => name.endsWith('.gpg'))!;
+    const decrypted = splitHazardPayload(await (await sharedHazardKey()).decrypt(path.join(directories.hazard, archive)));
+    expect(decrypted.payload.toString('latin1')).toBe(EICAR);
+    expect(decrypted.header).toMatchObject({ relativePath: 'billing/invoice.pdf', size: EICAR.length, sha256: sha256(EICAR), signature: `${clamd.eicarSignature} (clamd)` });
+    const sidecar = names.find((name) => name.endsWith('.json'))!;
+    expect(JSON.parse(await fsp.readFile(path.join(directories.hazard, sidecar), 'utf8'))).toMatchObject({ archive, sha256: sha256(EICAR) });
+    for (const name of names) expect((await fsp.stat(path.join(directories.hazard, name))).mode & 0o7777).toBe(0o660);
+
+    // Every step of both files is in the audit log, and its chain holds.
+    const audit = await auditRecords(directories.log);
+    expect(audit.filter((record) => record.event === 'hazarded')).toHaveLength(1);
+    expect(audit.filter((record) => record.event === 'released').map((record) => record.path)).toEqual(['clean.txt']);
+    const events = audit.filter((record) => record.event !== 'audit-repaired').map((record) => record.event);
+    for (const event of ['detected', 'quarantined', 'scanned']) expect(events.filter((name) => name === event)).toHaveLength(2);
+    const verify = spawnSync(process.execPath, [SHUTTLE_BIN, 'audit', 'verify', '--config', path.join(directories.etc, 'shuttle.yaml')], { encoding: 'utf8' });
+    expect(verify.status, verify.stdout + verify.stderr).toBe(0);
   });
 
   it('keeps subdirectories, creating them with the parent mode and default ACL', async () => {
     await fresh();
-    execFileSync('setfacl', ['-d', '-m', 'u::rwx,g::rwx,g:daemon:rwx,o::---', directories.destination]);
-    await startWith();
+    await startWith({
+      permissions: destinationModel(
+        '  destination_path: { owner: root, group: root, mode: "2770", acl: [], default_acl: ["user::rwX", "group::rwX", "group:daemon:rwX", "other::---"] }',
+      ),
+    });
     await fsp.mkdir(path.join(directories.source, 'a/b'), { recursive: true });
     await fsp.writeFile(path.join(directories.source, 'a/b/x.csv'), 'nested');
     await fsp.writeFile(path.join(directories.source, 'a/y.csv'), 'less nested');
@@ -97,6 +139,7 @@ describe('shuttle run with a real clamd', () => {
     expect(await fsp.readFile(path.join(directories.destination, 'a/b/x.csv'), 'utf8')).toBe('nested');
     const parentDefaults = execFileSync('getfacl', ['-p', '-d', '--omit-header', directories.destination], { encoding: 'utf8' });
     expect(parentDefaults).toContain('group:daemon:rwx');
+    expect(parentDefaults).toContain('user::rwx');
     for (const directory of ['a', 'a/b']) {
       const full = path.join(directories.destination, directory);
       const stats = await fsp.stat(full);
@@ -110,7 +153,9 @@ describe('shuttle run with a real clamd', () => {
     await fsp.writeFile(path.join(directories.destination, 'data.csv'), 'already here');
     await startWith();
     await fsp.writeFile(path.join(directories.source, 'data.csv'), 'new upload');
-    await waitFor(async () => (await listFiles(directories.destination)).length === 2, 20_000, () => daemon!.output());
+    // Waiting for the final name: until then the release's temporary name is there too.
+    await waitFor(async () => (await listFiles(directories.destination)).includes('data (1).csv'), 20_000, () => daemon!.output());
+    expect(await listFiles(directories.destination)).toEqual(['data (1).csv', 'data.csv']);
     expect(await fsp.readFile(path.join(directories.destination, 'data.csv'), 'utf8')).toBe('already here');
     expect(await fsp.readFile(path.join(directories.destination, 'data (1).csv'), 'utf8')).toBe('new upload');
     expect(daemon!.output()).toMatch(/name already taken.*releasedAs=.*data \(1\)\.csv/);

@@ -17,7 +17,7 @@ afterAll(async () => {
 });
 
 describe('several scanners', () => {
-  it('releases what clamd (over TCP) and mdatp both call clean, holds what either calls suspect', async () => {
+  it('releases what clamd (over TCP) and mdatp both call clean, archives what either calls suspect', async () => {
     const directories = await makeDirectories();
     const config = await writeConfig(directories, { clamdTcpPort: clamd.tcpPort!, mdatpCommand: FAKE_MDATP });
     const daemon = await startDaemonReady(config);
@@ -25,11 +25,13 @@ describe('several scanners', () => {
       await fsp.writeFile(path.join(directories.source, 'clean.txt'), 'nothing to see');
       await fsp.writeFile(path.join(directories.source, 'eicar.com'), EICAR);
       await waitFor(async () => (await listFiles(directories.destination)).includes('clean.txt'), 20_000, () => daemon.output());
-      await waitFor(async () => [...(await journalStates(directories.quarantine)).values()].some((item) => item.state === 'suspect'), 20_000, () => daemon.output());
-      const [held] = [...(await journalStates(directories.quarantine)).values()];
-      expect(held).toMatchObject({ state: 'suspect', relativePath: 'eicar.com' });
-      expect(held!.signature).toContain('(clamd)');
-      expect(held!.signature).toContain('(mdatp)');
+      const sidecars = async (): Promise<string[]> => (await fsp.readdir(directories.hazard)).filter((name) => name.endsWith('.json'));
+      await waitFor(async () => (await sidecars()).length === 1, 30_000, () => daemon.output());
+      const [sidecar] = await sidecars();
+      const triage = JSON.parse(await fsp.readFile(path.join(directories.hazard, sidecar!), 'utf8')) as { signature: string };
+      expect(triage.signature).toContain('(clamd)');
+      expect(triage.signature).toContain('(mdatp)');
+      await waitFor(async () => (await journalStates(directories.quarantine)).size === 0, 20_000, () => daemon.output());
       expect(await listFiles(directories.destination)).toEqual(['clean.txt']);
     } finally {
       expect(await stopDaemon(daemon)).toBe(0);

@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { ensureModelAccounts } from '../../helpers/accounts.js';
 import { startClamd, type ClamdHarness } from '../../helpers/clamd.js';
-import { makeDirectories, writeConfig, type ShuttleDirectories } from '../../helpers/daemon.js';
+import { makeDirectories, statusSocketPath, writeConfig, type ShuttleDirectories } from '../../helpers/daemon.js';
 import { generateKeyPair, type TestKeyPair } from '../../helpers/gpg.js';
 
 export interface DaemonSetup {
@@ -25,10 +25,8 @@ export async function prepareDaemon(): Promise<DaemonSetup> {
     key = await generateKeyPair();
     const directories = await makeDirectories();
     await fsp.copyFile(key.publicKeyPath, path.join(directories.etc, 'hazard-public.asc'));
-    const configFile = await writeConfig(directories, { clamdSocket: clamd.socketPath });
-    const statusSocket = path.join(directories.root, 'run', 'status.sock');
-    const text = (await fsp.readFile(configFile, 'utf8')).replace(/^scanners:\n/m, 'scanners:\n  require_tested_versions: false\n');
-    await fsp.writeFile(configFile, `${text}runtime:\n  status_socket: ${statusSocket}\n`);
+    const configFile = await writeConfig(directories, { clamdSocket: clamd.socketPath, permissions: null });
+    const statusSocket = statusSocketPath(directories);
     const keyPair = key;
     return {
       directories,
