@@ -30,6 +30,11 @@ import { Zone, type VerifiedDirectory } from './zone.js';
 const DAEMON_UMASK = 0o007;
 /** How often the STATUS= line, the queue-depth gauges and the status socket's view are refreshed. */
 const STATUS_REFRESH_MS = 2_000;
+/**
+ * How often everything under source_path and destination_path is checked against the model in full. Watcher
+ * events catch new entries at once; this catches what no event reports (a chmod or setfacl on an old entry).
+ */
+const PERMISSION_SWEEP_MS = 10 * 60_000;
 /** How long start-up waits for each scanner's version before going on without it. */
 const VERSION_PROBE_TIMEOUT_MS = 10_000;
 
@@ -141,6 +146,8 @@ class SignalRouter {
 
 class Daemon {
   private statusTimer: NodeJS.Timeout | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweeping: Promise<void> | null = null;
   private reloading: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -319,6 +326,10 @@ class Daemon {
     notifier.ready(systemdStatusLine(status.snapshot()));
     this.statusTimer = setInterval(() => this.refreshStatus(), STATUS_REFRESH_MS);
     this.statusTimer.unref();
+    // What changed while the daemon was down is found by a first sweep, in the background.
+    this.sweepPermissions();
+    this.sweepTimer = setInterval(() => this.sweepPermissions(), PERMISSION_SWEEP_MS);
+    this.sweepTimer.unref();
     signals.handleReloads(() => {
       this.reloading = this.reloading.then(() => this.reload());
     });
@@ -327,7 +338,9 @@ class Daemon {
     status.state = 'stopping';
     notifier.stopping('stopping: finishing the files in flight');
     if (this.statusTimer !== null) clearInterval(this.statusTimer);
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     await this.reloading;
+    await this.sweeping;
     await watcher.close();
     await enforcer.close();
     const outcome = await pipeline.stop(this.config.pipeline.shutdownTimeoutMs);
@@ -343,6 +356,20 @@ class Daemon {
       ...pipeline.counts,
     });
     return 0;
+  }
+
+  /** One sweep at a time; a stop waits for the one under way. */
+  private sweepPermissions(): void {
+    this.sweeping ??= (async () => {
+      try {
+        const corrected = await this.parts.enforcer.enforceAll();
+        if (corrected.length > 0) this.logger.info('permission sweep corrected drift', { corrected: corrected.length });
+      } catch (error) {
+        this.logger.error('permission sweep failed', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
+      } finally {
+        this.sweeping = null;
+      }
+    })();
   }
 
   private refreshStatus(): void {

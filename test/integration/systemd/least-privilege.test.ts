@@ -134,21 +134,35 @@ describe('shuttle run as shuttle_runner with only the unit\'s capabilities and s
     expect(await quarantinedData(directory('quarantine'))).toEqual([]);
   });
 
-  it('never releases the EICAR test file: it is held in quarantine or archived in the hazard directory', async () => {
+  it('encrypts the EICAR test file into the hazard archive and removes the plaintext, never releasing it', async () => {
     dropAs(accounts.inUser.name, 'invoice.pdf', EICAR);
-    await waitFor(
-      async () =>
-        (await listFiles(directory('hazard'))).length > 0 ||
-        [...(await journalStates(directory('quarantine'))).values()].some((item) => item.state === 'suspect'),
-      30_000,
-      () => daemon!.output(),
-    );
+    const archives = async (): Promise<string[]> => (await listFiles(directory('hazard'))).filter((name) => name.endsWith('.gpg'));
+    await waitFor(async () => (await archives()).length === 1, 30_000, () => daemon!.output());
+    await waitFor(async () => (await journalStates(directory('quarantine'))).size === 0, 30_000, () => daemon!.output());
+    expect(await quarantinedData(directory('quarantine'))).toEqual([]);
     expect(await listFiles(directory('out'))).not.toContain('invoice.pdf');
+    const [archive] = await archives();
+    const stats = await fsp.stat(path.join(directory('hazard'), archive!));
+    expect(stats.mode & 0o7777).toBe(0o660);
+    expect(stats.gid).toBe(accounts.gids.shuttle_owners);
+    const decrypted = await key.decrypt(path.join(directory('hazard'), archive!));
+    expect(decrypted.subarray(decrypted.indexOf(10) + 1).toString('latin1')).toBe(EICAR);
   });
 
-  // Passes once the permission enforcer is wired into the daemon. A directory a Samba user creates gets
-  // the default ACL as its mode (user::rw-, group::rw-: no search bit, so nobody can enter it); only the
-  // enforcer, through CAP_FOWNER, gives it the model's 2770, after which the user can write inside.
+  // A directory a Samba user creates gets the default ACL as its mode (user::rw-, group::rw-: no search
+  // bit, so nobody can enter it); the enforcer, through CAP_FOWNER, gives it the model's 2770, after which
+  // the user can write inside and the file travels like any other.
+  it('brings a Samba user\'s new directory to the model, and releases the file then written inside it', async () => {
+    const made = path.join(directory('in'), 'from-samba');
+    shellAs(accounts.inUser.name, 'mkdir "$1"', made);
+    await waitFor(async () => ((await fsp.stat(made)).mode & 0o7777) === 0o2770, 10_000, () => daemon!.output());
+    expect((await fsp.stat(made)).gid).toBe(accounts.gids.shuttle_owners);
+    dropAs(accounts.inUser.name, 'from-samba/inner.txt', 'written inside a new folder');
+    await waitFor(async () => (await listFiles(directory('out'))).includes('from-samba/inner.txt'), 30_000, () => daemon!.output());
+    expect(await fsp.readFile(path.join(directory('out'), 'from-samba/inner.txt'), 'utf8')).toBe('written inside a new folder');
+    expect(((await fsp.stat(path.join(directory('out'), 'from-samba'))).mode & 0o7777).toString(8)).toBe('2770');
+  });
+
   it('stops cleanly on SIGTERM', async () => {
     daemon!.child.kill('SIGTERM');
     expect(await daemon!.exited).toBe(0);
