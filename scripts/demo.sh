@@ -32,10 +32,26 @@ create_demo_directories() {
   for name in in out; do
     setfacl -d --set "$PRIVATE_DEFAULT_ACL" "$DEMO_DIR/$name"
   done
-  # A placeholder until the demo gets a real OpenPGP key; an existing key is kept. The ledger is not
-  # created here: scanner-test writes it.
-  local key="$DEMO_DIR/etc/hazard-public.asc"
-  [[ -e "$key" ]] || : > "$key"
+  mkdir -p "$DEMO_DIR/run"
+}
+
+# The demo's "security staff": a key pair whose secret half stays in demo/gpg, so that the archives the demo
+# makes can be opened. A real host gets only the public key of its security team. An existing key is kept.
+create_demo_key() {
+  local home="$DEMO_DIR/gpg" key="$DEMO_DIR/etc/hazard-public.asc"
+  if [[ -s "$key" ]] && grep -q 'BEGIN PGP PUBLIC KEY BLOCK' "$key"; then
+    return
+  fi
+  say "demo hazard key pair in $home (public key: $key)"
+  rm -rf "$home"
+  mkdir -p "$home"
+  chmod 0700 "$home"
+  local gpg=(gpg --homedir "$home" --batch --no-tty --pinentry-mode loopback --passphrase '')
+  "${gpg[@]}" --quick-generate-key 'Shuttle Demo Security <security@demo.invalid>' ed25519 sign never 2> /dev/null
+  local fingerprint
+  fingerprint="$("${gpg[@]}" --with-colons --list-secret-keys 2> /dev/null | awk -F: '$1 == "fpr" { print $10; exit }')"
+  "${gpg[@]}" --quick-add-key "$fingerprint" cv25519 encrypt never 2> /dev/null
+  "${gpg[@]}" --armor --export "$fingerprint" > "$key" 2> /dev/null
   chmod 0640 "$key"
 }
 
@@ -76,6 +92,7 @@ trap stop_requested INT TERM HUP
 
 bash "$SHUTTLE_ROOT/scripts/setup.sh"
 create_demo_directories
+create_demo_key
 write_demo_config
 
 say "starting a private clamd on $CLAMD_DIR/clamd.sock"
@@ -89,10 +106,22 @@ if ! check_output="$(node bin/shuttle.js check-config --config "$CONFIG" 2>&1)";
 fi
 printf '%s\n' "$check_output" | sed 's/^/    /'
 
+# shuttle run starts only with scanner versions that passed scanner-test: test the private clamd now.
+say "node bin/shuttle.js scanner-test --config $CONFIG"
+if ! test_output="$(node bin/shuttle.js scanner-test --config "$CONFIG" 2>&1)"; then
+  printf '%s\n' "$test_output" >&2
+  die "scanner-test failed against the private clamd (see above)"
+fi
+printf '%s\n' "$test_output" | sed 's/^/    /'
+
 cat <<EOF
 
     Drop files into $DEMO_DIR/in; clean files appear in $DEMO_DIR/out. Ctrl-C stops.
-    (Log: $DEMO_DIR/log/shuttle.log. Config: $CONFIG.)
+    A file holding the EICAR test string is encrypted into $DEMO_DIR/hazard instead; open an archive with
+      gpg --homedir $DEMO_DIR/gpg --decrypt $DEMO_DIR/hazard/<name>.gpg
+    Ask the running daemon what it is doing with
+      node bin/shuttle.js status --config $CONFIG
+    (Log: $DEMO_DIR/log/shuttle.log; audit trail: $DEMO_DIR/log/audit-*.jsonl. Config: $CONFIG.)
 
 EOF
 
