@@ -175,10 +175,11 @@ class Daemon {
   static async start(config: ShuttleConfig, logger: Logger, addon: NativeAddon): Promise<Daemon> {
     const directories = await resolveDirectories(config);
     const zone = new Zone([directories.source, directories.destination, directories.quarantine, directories.hazard, directories.log]);
+    // The model first: the lock file is created in quarantine_path and must get that directory's group.
+    const enforcer = await createEnforcer(config, logger, zone);
     const quarantine = await zone.openDirectory(directories.quarantine);
     const lock = await acquireInstanceLock(addon, zone, quarantine);
 
-    const enforcer = await createEnforcer(config, logger, zone);
     await checkHazardKey(config, directories.quarantine);
     const scanners = createScanners(config, addon);
     const versions = await probeScannerVersions(scanners, logger);
