@@ -1,10 +1,12 @@
 // The real daemon (`node bin/shuttle.js run --config F`) as a child process, on a private set of directories.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, chmod, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, chmod, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { exitWithin, track } from './clamd.js';
 
 /** dist/bench/ → the repository root. */
@@ -42,7 +44,8 @@ export async function makeDirectories(root: string): Promise<ShuttleDirectories>
     await mkdir(directory, { recursive: true });
     await chmod(directory, 0o2770);
   }
-  await writeFile(path.join(directories.etc, 'hazard-public.asc'), '');
+  // The daemon checks the hazard key at start: it must be a real OpenPGP public key.
+  await writeFile(path.join(directories.etc, 'hazard-public.asc'), await benchPublicKey());
   await writeFile(path.join(directories.etc, 'ledger.yaml'), '');
   return directories;
 }
@@ -177,4 +180,29 @@ export function stageMarks(logFile: string): Map<string, StageMarks> {
     }
   }
   return marks;
+}
+
+const execFileAsync = promisify(execFile);
+let publicKey: Promise<string> | null = null;
+
+/** An armored OpenPGP public key (ed25519/cv25519, fast to make), made once per benchmark process. */
+export function benchPublicKey(): Promise<string> {
+  publicKey ??= (async () => {
+    const home = await mkdtemp(path.join(os.tmpdir(), 'shuttle-bench-gpg-'));
+    const gpg = (args: readonly string[]) => execFileAsync('gpg', ['--homedir', home, '--batch', '--no-tty', '--pinentry-mode', 'loopback', '--passphrase', '', ...args]);
+    try {
+      await gpg(['--quick-gen-key', 'Shuttle Bench <bench@localhost>', 'ed25519', 'sign', 'never']);
+      const { stdout: listing } = await gpg(['--with-colons', '--list-keys']);
+      const fingerprint = /^fpr:+([0-9A-F]+):/m.exec(listing)?.[1];
+      if (fingerprint === undefined) throw new Error(`gpg made no key in ${home}`);
+      await gpg(['--quick-add-key', fingerprint, 'cv25519', 'encr', 'never']);
+      const { stdout } = await gpg(['--armor', '--export', fingerprint]);
+      return stdout;
+    } finally {
+      // gpg started an agent for this home: stop it, or it outlives the benchmark.
+      await execFileAsync('gpgconf', ['--homedir', home, '--kill', 'all']).catch(() => undefined);
+      await rm(home, { recursive: true, force: true });
+    }
+  })();
+  return publicKey;
 }

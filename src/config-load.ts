@@ -11,6 +11,9 @@ import {
   MANAGED_PATH_KEYS,
   type ClamdOptions,
   type DataDirectoryKey,
+  type FilenameOptions,
+  type FilenamePolicyChoice,
+  type LimitsOptions,
   type LogLevel,
   type ManagedPathKey,
   type MdatpOptions,
@@ -23,9 +26,9 @@ import {
   type ShuttleConfig,
   type ShuttlePaths,
 } from './config.js';
+import { DEFAULT_TEMPORARY_PATTERNS, globProblem } from './filename-policy.js';
 
 const NAMED_GROUP_RWX = (group: string): string => `group:${group}:rwX`;
-const PRIVATE_DEFAULT_ACL = ['user::rw-', 'group::rw-', 'other::---'];
 
 /** The permission model shipped in config/shuttle.yaml, used when the config has no `permissions` section. */
 export const DEFAULT_PERMISSIONS: Readonly<Record<ManagedPathKey, PermissionSpec>> = deepFreeze({
@@ -34,14 +37,17 @@ export const DEFAULT_PERMISSIONS: Readonly<Record<ManagedPathKey, PermissionSpec
     group: 'shuttle_owners',
     mode: 0o2770,
     acl: [NAMED_GROUP_RWX('shuttle_samba_in_users')],
-    defaultAcl: PRIVATE_DEFAULT_ACL,
+    // The seed model's private defaults, plus what the shares need to work: an uploader can enter a folder it
+    // just made (user::rwX), and folders and files inside keep the Samba group's access.
+    defaultAcl: ['user::rwX', 'group::rw-', NAMED_GROUP_RWX('shuttle_samba_in_users'), 'other::---'],
   },
   destination_path: {
     owner: 'root',
     group: 'shuttle_owners',
     mode: 0o2770,
     acl: [NAMED_GROUP_RWX('shuttle_out_users')],
-    defaultAcl: PRIVATE_DEFAULT_ACL,
+    // Released files and folders readable by the outbound group; without it nobody could download them.
+    defaultAcl: ['user::rw-', 'group::rw-', 'group:shuttle_out_users:r-X', 'other::---'],
   },
   quarantine_path: { owner: 'root', group: 'shuttle_owners', mode: 0o2770, acl: [], defaultAcl: [] },
   hazard_archive_path: { owner: 'root', group: 'shuttle_owners', mode: 0o2770, acl: [], defaultAcl: [] },
@@ -79,7 +85,23 @@ const LOG_LEVELS: readonly LogLevel[] = ['error', 'warn', 'info', 'debug'];
 
 const FILE_PATH_KEYS = ['hazard_encryption_key_path', 'ledger_file_path'] as const;
 
-const TOP_LEVEL_KEYS = ['paths', 'scanners', 'permissions', 'permissions_backend', 'pipeline', 'logging', 'runtime', 'metrics'];
+const TOP_LEVEL_KEYS = ['paths', 'scanners', 'permissions', 'permissions_backend', 'pipeline', 'logging', 'runtime', 'metrics', 'limits', 'filenames'];
+
+/**
+ * `limits:` defaults. The reserve keeps room for the journal, the audit and daemon logs and whatever else
+ * shares the filesystems, so they never fail for want of space; 1G covers those many times over and is
+ * small next to any disk meant for a file gateway. The counting limits are off until an admin sets them.
+ */
+const LIMITS_DEFAULTS = {
+  max_file_size: 0,
+  free_space_reserve: '1G',
+  daily_max_files: 0,
+  daily_max_bytes: 0,
+  uploader_max_files_per_minute: 0,
+  uploader_max_bytes_per_minute: 0,
+} as const;
+const LIMITS_KEYS = Object.keys(LIMITS_DEFAULTS);
+const FILENAME_POLICIES: readonly FilenamePolicyChoice[] = ['rename', 'reject'];
 
 /** In the unit's RuntimeDirectory=shuttle, which systemd creates for the service and removes after it. */
 const DEFAULT_STATUS_SOCKET = '/run/shuttle/status.sock';
@@ -136,6 +158,8 @@ class ConfigReader {
     const level = this.optionalChoice(logging, 'logging.level', LOG_LEVELS, 'info');
     const runtime = this.readRuntime(root.runtime === undefined ? {} : this.mapping(root.runtime, 'runtime'), paths);
     const metrics = this.readMetrics(root.metrics === undefined ? {} : this.mapping(root.metrics, 'metrics'), paths);
+    const limits = this.readLimits(root.limits === undefined ? {} : this.mapping(root.limits, 'limits'));
+    const filenames = this.readFilenames(root.filenames === undefined ? {} : this.mapping(root.filenames, 'filenames'));
 
     return deepFreeze({
       file: this.file,
@@ -148,6 +172,8 @@ class ConfigReader {
       logging: { level },
       runtime,
       metrics,
+      limits,
+      filenames,
     });
   }
 
@@ -506,6 +532,57 @@ class ConfigReader {
         this.fail(key, `${candidate} is inside paths.${directoryKey} (${directory}); the pipeline treats everything there as files in transit`);
       }
     }
+  }
+
+  // ---- limits and filenames ----
+
+  private readLimits(section: YamlMapping): LimitsOptions {
+    this.onlyKnownKeys(section, 'limits', LIMITS_KEYS);
+    const size = (name: 'max_file_size' | 'free_space_reserve' | 'daily_max_bytes' | 'uploader_max_bytes_per_minute'): number =>
+      this.sizeOrZero(section[name] === undefined ? LIMITS_DEFAULTS[name] : section[name], `limits.${name}`);
+    const count = (name: 'daily_max_files' | 'uploader_max_files_per_minute'): number => {
+      const key = `limits.${name}`;
+      const value = section[name] === undefined ? LIMITS_DEFAULTS[name] : section[name];
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+        this.fail(key, `expected a whole number, 0 for no limit, got ${describe(value)}`);
+      }
+      return value;
+    };
+    return {
+      maxFileSize: size('max_file_size'),
+      freeSpaceReserve: size('free_space_reserve'),
+      dailyMaxFiles: count('daily_max_files'),
+      dailyMaxBytes: size('daily_max_bytes'),
+      uploaderMaxFilesPerMinute: count('uploader_max_files_per_minute'),
+      uploaderMaxBytesPerMinute: size('uploader_max_bytes_per_minute'),
+    };
+  }
+
+  private readFilenames(section: YamlMapping): FilenameOptions {
+    this.onlyKnownKeys(section, 'filenames', ['policy', 'temporary_patterns']);
+    const policy = this.optionalChoice(section, 'filenames.policy', FILENAME_POLICIES, 'rename');
+    const key = 'filenames.temporary_patterns';
+    if (section.temporary_patterns === undefined) return { policy, temporaryPatterns: DEFAULT_TEMPORARY_PATTERNS };
+    if (!Array.isArray(section.temporary_patterns)) {
+      this.fail(key, `expected a list of patterns like "*.tmp" ([] for none), got ${describe(section.temporary_patterns)}`);
+    }
+    const temporaryPatterns = section.temporary_patterns.map((item: unknown, index: number) => {
+      const itemKey = `${key}[${index}]`;
+      const pattern = this.string(item, itemKey, 'a pattern like "*.tmp"');
+      const problem = globProblem(pattern);
+      if (problem !== null) this.fail(itemKey, `${JSON.stringify(pattern)} is not a usable pattern: ${problem}`);
+      return pattern;
+    });
+    return { policy, temporaryPatterns };
+  }
+
+  /** A size as for clamd's max_file_size, or 0 (written 0 or "0"). */
+  private sizeOrZero(value: unknown, key: string): number {
+    if (value === 0 || (typeof value === 'string' && /^\s*0+\s*[KMG]?\s*$/i.test(value))) return 0;
+    if (typeof value === 'number' && (!Number.isSafeInteger(value) || value < 0)) {
+      this.fail(key, `expected a whole number of bytes or a size like "25M", 0 for none, got ${value}`);
+    }
+    return this.size(value, key);
   }
 
   // ---- typed readers ----

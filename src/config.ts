@@ -113,6 +113,36 @@ export interface MetricsOptions {
   readonly textfileIntervalMs: number;
 }
 
+/**
+ * What the daemon takes from source_path, and how fast (`limits:`). Sizes are bytes; 0 means no limit,
+ * except for freeSpaceReserve, where 0 means only the file itself must fit.
+ */
+export interface LimitsOptions {
+  /** Larger files are never taken: left in source_path, where the uploader sees them, with a logged reason. */
+  readonly maxFileSize: number;
+  /** Room left free on the quarantine, destination and hazard filesystems after a file is taken. */
+  readonly freeSpaceReserve: number;
+  /** Per local calendar day, counting files taken into quarantine; restored from the audit log at start. */
+  readonly dailyMaxFiles: number;
+  readonly dailyMaxBytes: number;
+  /** Per uploader (the file's owner uid), as a token bucket holding one minute's worth. */
+  readonly uploaderMaxFilesPerMinute: number;
+  readonly uploaderMaxBytesPerMinute: number;
+}
+
+/** `filenames.policy`: what happens to a name the destination share cannot hold safely. */
+export type FilenamePolicyChoice = 'rename' | 'reject';
+
+/** Names in source_path (`filenames:`); the rules are in filename-policy.ts. */
+export interface FilenameOptions {
+  readonly policy: FilenamePolicyChoice;
+  /**
+   * Globs (`*`, `?`, `[...]`, matched case-insensitively against the file name alone) of names that
+   * clients write first and rename when the upload is complete: such files are never taken.
+   */
+  readonly temporaryPatterns: readonly string[];
+}
+
 export interface ShuttleConfig {
   /** Absolute path of the YAML file this came from, for messages. */
   readonly file: string;
@@ -125,6 +155,8 @@ export interface ShuttleConfig {
   readonly logging: LoggingOptions;
   readonly runtime: RuntimeOptions;
   readonly metrics: MetricsOptions;
+  readonly limits: LimitsOptions;
+  readonly filenames: FilenameOptions;
 }
 
 /** A config the daemon must not start with. Exit status 2; the message names the file and the key. */

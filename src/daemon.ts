@@ -4,11 +4,16 @@ import type { Logger } from 'winston';
 import { AuditLog } from './audit.js';
 import type { ShuttleConfig } from './config.js';
 import { DaemonStatus } from './daemon-status.js';
+import { compileFilenamePolicy } from './filename-policy.js';
 import { HazardArchiver, HazardKeyError, validateHazardKey } from './hazard.js';
 import { AlreadyRunningError, acquireInstanceLock } from './instance-lock.js';
 import { Intake } from './intake.js';
 import { Journal } from './journal.js';
 import { checkLedger, describeUntested, LedgerError, LedgerGate } from './ledger.js';
+import { DailyQuota } from './limits/daily-quota.js';
+import { FreeSpaceGuard, pipelineTargets } from './limits/free-space.js';
+import { describeHolds, IntakeLimits } from './limits/intake-limits.js';
+import { UploaderRateLimit } from './limits/uploader-rate.js';
 import { createLogger, flushLogger } from './logger.js';
 import { MetricsTextfile, ShuttleMetrics } from './metrics.js';
 import { loadNative, type NativeAddon } from './native.js';
@@ -155,6 +160,7 @@ class Daemon {
     private readonly logger: Logger,
     private readonly addon: NativeAddon,
     private readonly parts: {
+      readonly limits: IntakeLimits;
       readonly lock: FileHandle;
       readonly quarantine: VerifiedDirectory;
       readonly hazardDirectory: VerifiedDirectory;
@@ -193,9 +199,12 @@ class Daemon {
     await hazard.removeLeftovers(quarantine);
 
     const metrics = new ShuttleMetrics({ version: packageVersion() });
+    // Made once the pipeline exists; the limits report pauses to it from then on.
+    let status: DaemonStatus | null = null;
     const userNames = new UserNames();
     const now = (): Date => new Date();
     const writerChecker = new WriterChecker(addon, writerCheckMode, config.pipeline.stabilityWindowMs, () => Date.now());
+    const limits = await createIntakeLimits(config, directories, logger, now, (hold) => status?.degraded('intake-paused', hold));
     const intake = new Intake({
       zone,
       sourceRoot: directories.source,
@@ -204,6 +213,7 @@ class Daemon {
       writerChecker,
       logger,
       now,
+      limits,
       recordIntake: async (item) => {
         const uploader = { uid: item.uploaderUid, name: await userNames.nameOf(item.uploaderUid) };
         await Promise.all([
@@ -225,7 +235,7 @@ class Daemon {
         audit.append({ event: 'released', id: item.id, path: releasedAs, requestedPath: item.relativePath, renamed: releasedAs !== item.relativePath }),
     });
     let pipeline: Pipeline | null = null;
-    const status = new DaemonStatus({
+    status = new DaemonStatus({
       configFile: config.file,
       metrics,
       journal,
@@ -254,6 +264,7 @@ class Daemon {
       audit,
       ledger,
       observer: status,
+      filenames: compileFilenamePolicy(config.filenames),
     });
     await pipeline.recover();
 
@@ -303,6 +314,7 @@ class Daemon {
       statusSocket: config.runtime.statusSocket,
     });
     return new Daemon(config, logger, addon, {
+      limits,
       lock,
       quarantine,
       hazardDirectory,
@@ -376,6 +388,8 @@ class Daemon {
   private refreshStatus(): void {
     const { status, metrics, notifier } = this.parts;
     status.degraded('untested-scanner', this.ledgerBlocked());
+    // Asking also ends pauses that have run out (the daily quota at midnight).
+    status.degraded('intake-paused', describeHolds(this.parts.limits.holds()));
     metrics.setQueueDepth(status.queue());
     notifier.status(systemdStatusLine(status.snapshot()));
   }
@@ -429,11 +443,13 @@ class Daemon {
         scanners = createScanners(next, this.addon);
         status.setScanners(scanners.map((scanner) => scanner.name));
       }
-      if (sections.has('pipeline') || sections.has('scanners') || sections.has('ledger')) {
+      if (sections.has('limits')) this.parts.limits.setOptions(next.limits);
+      if (sections.has('pipeline') || sections.has('scanners') || sections.has('ledger') || sections.has('filenames')) {
         pipeline.reconfigure({
           options: next.pipeline,
           scanners: scanners ?? pipeline.currentScanners,
           ledger: next.ledger.requireTestedVersions ? (pipeline.ledgerGate ?? new LedgerGate(next.paths.ledgerFilePath, this.logger)) : null,
+          filenames: compileFilenamePolicy(next.filenames),
         });
         writerChecker.setStabilityWindow(next.pipeline.stabilityWindowMs);
       }
@@ -536,6 +552,39 @@ async function requireTestedVersions(config: ShuttleConfig, versions: ReadonlyMa
         '` (or set scanners.require_tested_versions: false to opt out)',
     );
   }
+}
+
+/**
+ * Size, free space, daily quota and per-uploader rate, asked before each file is copied. Today's quota
+ * starts from what the audit log says was taken today, so a restart does not reset it.
+ */
+async function createIntakeLimits(
+  config: ShuttleConfig,
+  directories: RealDirectories,
+  logger: Logger,
+  now: () => Date,
+  onPause: (reason: string | null) => void,
+): Promise<IntakeLimits> {
+  const { limits } = config;
+  const { quota, restored } = await DailyQuota.restore(directories.log, { maxFiles: limits.dailyMaxFiles, maxBytes: limits.dailyMaxBytes }, now());
+  if (restored.files > 0) logger.info('daily quota: files already taken today', { files: restored.files, bytes: restored.bytes });
+  return new IntakeLimits({
+    options: limits,
+    freeSpace: new FreeSpaceGuard({
+      targets: pipelineTargets({ quarantine: directories.quarantine, destination: directories.destination, hazardArchive: directories.hazard }),
+      reserveBytes: limits.freeSpaceReserve,
+    }),
+    quota,
+    uploaders: new UploaderRateLimit({ maxFilesPerMinute: limits.uploaderMaxFilesPerMinute, maxBytesPerMinute: limits.uploaderMaxBytesPerMinute }),
+    now,
+    monotonicMs: () => performance.now(),
+    onHoldsChange: (holds) => {
+      const reason = describeHolds(holds);
+      if (reason === null) logger.info('intake resumed');
+      else logger.warn(reason);
+      onPause(reason);
+    },
+  });
 }
 
 function createScanners(config: ShuttleConfig, addon: NativeAddon): Scanner[] {

@@ -11,9 +11,14 @@
 // only then the sidecar (written the same way) and the secure removal of the plaintext (overwritten with
 // random bytes, fsynced, unlinked). When anything before the archive is durable fails, the plaintext is left
 // exactly as it was.
+//
+// gpg keeps one core busy for as long as it encrypts; everything else an archive does is mostly waiting for
+// the disk. Archives run concurrently (the pipeline hands over several suspects at once), but only
+// `encryptionConcurrency` of them encrypt at a time: while one encrypts, the others import their key or
+// fsync, publish and securely remove, so the disk work hides behind the encryption instead of adding to it.
 
 import { createHash, randomFill } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,7 +45,6 @@ const MAX_NAME_SUFFIX = 1000;
 const STDERR_QUOTE_CHARS = 600;
 const KEY_CHECK_TIMEOUT_MS = 30_000;
 const NAME_LOOKUP_TIMEOUT_MS = 5_000;
-
 
 /** One scanner's say about the file, as carried inside the archive. */
 export interface HazardVerdict {
@@ -130,6 +134,11 @@ export interface HazardArchiverDependencies {
   readonly now?: () => Date;
   /** uid → account name; defaults to `getent passwd`, so NSS accounts (winbind, LDAP) resolve too. */
   readonly userName?: (uid: number) => Promise<string | null>;
+  /**
+   * How many gpg encryptions may run at once (each keeps one core busy); further archives wait their turn
+   * after preparing. Default: half the cores, at least one, which leaves the rest to the scanners.
+   */
+  readonly encryptionConcurrency?: number;
 }
 
 export interface HazardPlaintext {
@@ -144,16 +153,36 @@ export interface HazardArchiveResult {
   readonly sidecarName: string | null;
 }
 
+/** Milliseconds spent in each stage of one archive, as logged when it completes. */
+export interface HazardStageTimings {
+  /** Throw-away keyring made and the key imported. */
+  keyMs: number;
+  /** Waiting for an encryption slot while other archives encrypted. */
+  queuedMs: number;
+  /** gpg encrypting, with the plaintext hashed on the side. */
+  encryptMs: number;
+  /** fsync of the archive. */
+  syncMs: number;
+  /** Linked under its final name, the directory fsynced. */
+  publishMs: number;
+  /** Sidecar written and the plaintext securely removed (side by side). */
+  removeMs: number;
+}
+
 /** Encrypts suspect quarantine copies into hazard_archive_path and then securely removes them. */
 export class HazardArchiver {
   private readonly gpgCommand: string;
   private readonly now: () => Date;
   private readonly userName: (uid: number) => Promise<string | null>;
+  private readonly encryptionSlots: Slots;
 
   constructor(private readonly deps: HazardArchiverDependencies) {
     this.gpgCommand = deps.gpgCommand ?? DEFAULT_GPG_COMMAND;
     this.now = deps.now ?? (() => new Date());
     this.userName = deps.userName ?? lookUpUserName;
+    const concurrency = deps.encryptionConcurrency ?? Math.max(1, Math.floor(os.availableParallelism() / 2));
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`encryptionConcurrency must be a positive integer, not ${concurrency}`);
+    this.encryptionSlots = new Slots(concurrency);
   }
 
   /**
@@ -165,7 +194,8 @@ export class HazardArchiver {
       throw new HazardError(item.id, 'read', `the item is ${item.state}, not suspect: refusing to archive it`);
     }
     const started = performance.now();
-    const archiveName = await this.encryptAndStore(item, plaintext, signal);
+    const clock = new StageClock();
+    const archiveName = await this.encryptAndStore(item, plaintext, signal, clock);
     // Both need only the archive to be durable, not each other: their fsyncs may share a journal commit.
     const [sidecarName, removal] = await Promise.all([
       this.writeSidecar(item, archiveName),
@@ -174,6 +204,7 @@ export class HazardArchiver {
         (error: unknown) => ({ error }),
       ),
     ]);
+    clock.lap('removeMs');
     if (removal !== null) {
       const { error } = removal;
       throw new HazardError(
@@ -191,6 +222,7 @@ export class HazardArchiver {
       signature: item.signature,
       archive: this.deps.hazardDirectory.realEntry(archiveName),
       durationMs: Math.round(performance.now() - started),
+      stagesMs: clock.rounded(),
     });
     return { archiveName, sidecarName };
   }
@@ -215,7 +247,7 @@ export class HazardArchiver {
   }
 
   /** Everything up to a durable archive under its final name. On failure, nothing is published. */
-  private async encryptAndStore(item: ItemRecord, plaintext: HazardPlaintext, signal: AbortSignal): Promise<string> {
+  private async encryptAndStore(item: ItemRecord, plaintext: HazardPlaintext, signal: AbortSignal, clock: StageClock): Promise<string> {
     const { zone, hazardDirectory } = this.deps;
     const source = await this.openPlaintext(item, plaintext);
     const temporary = archiveTemporaryName(item.id, 'gpg');
@@ -235,13 +267,16 @@ export class HazardArchiver {
       const target = await zone.createExclusive(hazardDirectory, temporary, HAZARD_FILE_MODE);
       try {
         await target.chmod(HAZARD_FILE_MODE);
-        await this.runGpg(item, header, source, target, keyring, recipients, signal);
+        clock.lap('keyMs');
+        await this.runGpg(item, header, source, target, keyring, recipients, signal, clock);
         await target.sync();
+        clock.lap('syncMs');
       } finally {
         await target.close();
       }
       const archiveName = await publishUnderFreshName(zone, hazardDirectory, temporary, archiveBaseName(this.now(), item.id), '.gpg');
       published = true;
+      clock.lap('publishMs');
       return archiveName;
     } catch (error) {
       if (error instanceof HazardError) throw error;
@@ -292,6 +327,10 @@ export class HazardArchiver {
    * The file's bytes never pass through this process: `cat` joins the header line and the quarantine copy
    * (handed over as an open descriptor) straight into gpg's input pipe, and gpg writes the ciphertext into
    * `target` by descriptor. Meanwhile the same bytes are hashed here, and must be the ones taken at intake.
+   *
+   * gpg is started before this archive's turn to encrypt comes: it loads the key and then waits for input
+   * while another archive encrypts. The turn (an encryption slot) starts the bytes flowing and ends when gpg
+   * has written its last byte.
    */
   private async runGpg(
     item: ItemRecord,
@@ -301,8 +340,8 @@ export class HazardArchiver {
     keyring: ScratchKeyring,
     recipients: readonly string[],
     signal: AbortSignal,
+    clock: StageClock,
   ): Promise<void> {
-    const before = await source.stat();
     const gpg = execa(this.gpgCommand, [...keyring.gpgOptions(), '--encrypt', ...recipients.flatMap((fpr) => ['--recipient', fpr]), '--output', '-'], {
       stdin: 'pipe',
       stdout: descriptor(target.fd),
@@ -311,24 +350,47 @@ export class HazardArchiver {
       reject: false,
       env: keyring.env(),
     });
-    let joiner;
+    let release: () => void;
     try {
-      joiner = execa(JOIN_COMMAND, ['-', '/dev/fd/3'], {
-        stdio: ['pipe', gpg.stdin, 'pipe', descriptor(source.fd)],
-        cancelSignal: signal,
-        reject: false,
-        env: { LC_ALL: 'C' },
-      });
-    } finally {
-      // gpg's input is now cat's alone: gpg sees its end when cat exits (or if cat never started).
+      release = await this.encryptionSlots.acquire(signal);
+    } catch {
+      // Only an abort ends the wait; the same signal stops gpg before it has read a byte.
       gpg.stdin.destroy();
+      await gpg;
+      throw new HazardError(item.id, 'encrypt', 'aborted while waiting to encrypt; the plaintext stays in quarantine');
     }
-    joiner.stdin.end(Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'));
-    const hashing = hashExactly(source, item.size, signal).then(
-      (sha256) => ({ sha256, error: null }),
-      (error: unknown) => ({ sha256: null, error }),
-    );
-    const [hashed, joined, encrypted] = await Promise.all([hashing, joiner, gpg]);
+    clock.lap('queuedMs');
+    let hashed: { sha256: string | null; error: unknown };
+    let joined: Awaited<ReturnType<typeof execa>>;
+    let encrypted: Awaited<typeof gpg>;
+    let before: Stats;
+    try {
+      before = await source.stat();
+      let joiner;
+      try {
+        joiner = execa(JOIN_COMMAND, ['-', '/dev/fd/3'], {
+          stdio: ['pipe', gpg.stdin, 'pipe', descriptor(source.fd)],
+          cancelSignal: signal,
+          reject: false,
+          env: { LC_ALL: 'C' },
+        });
+      } finally {
+        // gpg's input is now cat's alone: gpg sees its end when cat exits (or if cat never started).
+        gpg.stdin.destroy();
+      }
+      joiner.stdin.end(Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'));
+      const hashing = hashExactly(source, item.size, signal).then(
+        (sha256) => ({ sha256, error: null }),
+        (error: unknown) => ({ sha256: null, error }),
+      );
+      encrypted = await gpg;
+      // gpg is done with the CPU; the next archive may encrypt while this one checks and waits for the disk.
+      release();
+      [hashed, joined] = await Promise.all([hashing, joiner]);
+    } finally {
+      release();
+    }
+    clock.lap('encryptMs');
 
     if (encrypted.isCanceled || joined.isCanceled || signal.aborted) throw new HazardError(item.id, 'encrypt', 'aborted; the plaintext stays in quarantine');
     if (encrypted.failed && encrypted.exitCode === undefined) {
@@ -490,6 +552,63 @@ export async function validateHazardKey(
     }
   } finally {
     await fsp.rm(home, { recursive: true, force: true });
+  }
+}
+
+/** At most `limit` holders at a time; waiters are served in the order they came. */
+class Slots {
+  private held = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  /** Resolves with the function that gives the slot back (once; later calls do nothing). Rejects on abort. */
+  async acquire(signal: AbortSignal): Promise<() => void> {
+    signal.throwIfAborted();
+    if (this.held < this.limit) {
+      this.held++;
+    } else {
+      await new Promise<void>((resolve, reject) => {
+        const grant = (): void => {
+          signal.removeEventListener('abort', cancel);
+          resolve();
+        };
+        const cancel = (): void => {
+          const index = this.waiting.indexOf(grant);
+          if (index !== -1) this.waiting.splice(index, 1);
+          reject(signal.reason);
+        };
+        this.waiting.push(grant);
+        signal.addEventListener('abort', cancel, { once: true });
+      });
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      // A waiter takes the slot over as it is; only when nobody waits does the count go down.
+      const next = this.waiting.shift();
+      if (next === undefined) this.held--;
+      else next();
+    };
+  }
+}
+
+/** Splits the time of one archive into stages: each lap adds the time since the previous lap to a stage. */
+class StageClock {
+  private readonly timings: HazardStageTimings = { keyMs: 0, queuedMs: 0, encryptMs: 0, syncMs: 0, publishMs: 0, removeMs: 0 };
+  private last = performance.now();
+
+  lap(stage: keyof HazardStageTimings): void {
+    const now = performance.now();
+    this.timings[stage] += now - this.last;
+    this.last = now;
+  }
+
+  rounded(): HazardStageTimings {
+    const rounded = { ...this.timings };
+    for (const stage of Object.keys(rounded) as (keyof HazardStageTimings)[]) rounded[stage] = Math.round(rounded[stage]);
+    return rounded;
   }
 }
 

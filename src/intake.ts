@@ -1,13 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, fstatSync, lstatSync, promises as fsp } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'winston';
 import { quarantineDataName, type ItemRecord, type SourceIdentity } from './item.js';
 import type { Journal } from './journal.js';
+import type { IntakeAdmission, IntakeTicket } from './limits/intake-limits.js';
 import type { WriterChecker } from './writer-check.js';
 import { PathEscapeError, type VerifiedDirectory, type Zone } from './zone.js';
+
+// lstat and fstat here are synchronous on purpose. They are answered from the inode cache of a local
+// filesystem in microseconds; through the thread pool each one costs a worker wake-up and an event-loop
+// wake-up, which with many small files was a large share of the main thread's time. Opening, reading,
+// writing and every fsync stay asynchronous: those can wait on the disk.
 
 /** O_NONBLOCK keeps a FIFO that slipped past lstat from blocking the open; it changes nothing for regular files. */
 const SOURCE_OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
@@ -22,6 +28,12 @@ export type IntakeOutcome =
   /** Vanished, or not a file. */
   | { readonly kind: 'gone' };
 
+/** Where a file is in source_path, and where it is to be released (another name when its own cannot be used). */
+interface ItemPaths {
+  readonly relativePath: string;
+  readonly releaseAs: string;
+}
+
 export interface IntakeDependencies {
   readonly zone: Zone;
   /** Real path of source_path. */
@@ -31,8 +43,16 @@ export interface IntakeDependencies {
   readonly writerChecker: WriterChecker;
   readonly logger: Logger;
   readonly now: () => Date;
+  /** Limits (size, free space, daily quota, uploader rate) asked before a file is copied. */
+  readonly limits?: IntakeGate;
   /** Makes the intake durable in the audit log; runs after the journal record, before the source goes. */
   readonly recordIntake?: (item: ItemRecord) => Promise<void>;
+}
+
+/** What intake asks before copying: IntakeLimits in the daemon. */
+export interface IntakeGate {
+  admit(candidate: { readonly size: number; readonly uploaderUid: number }): Promise<IntakeAdmission>;
+  notTaken(ticket: IntakeTicket): void;
 }
 
 /** Copies finished files from source_path into quarantine, hashing them in the same read, then removes the source. */
@@ -42,7 +62,8 @@ export class Intake {
 
   constructor(private readonly deps: IntakeDependencies) {}
 
-  async take(relativePath: string, signal: AbortSignal): Promise<IntakeOutcome> {
+  /** `releaseAs` (relative to destination_path) is recorded with the item when the file keeps another name. */
+  async take(relativePath: string, signal: AbortSignal, releaseAs: string = relativePath): Promise<IntakeOutcome> {
     const { zone, sourceRoot } = this.deps;
     const name = path.basename(relativePath);
     let directory: VerifiedDirectory;
@@ -56,16 +77,16 @@ export class Intake {
       throw error;
     }
     try {
-      return await this.takeFrom(directory, name, relativePath, signal);
+      return await this.takeFrom(directory, name, { relativePath, releaseAs }, signal);
     } finally {
       await directory.close();
     }
   }
 
-  private async takeFrom(directory: VerifiedDirectory, name: string, relativePath: string, signal: AbortSignal): Promise<IntakeOutcome> {
+  private async takeFrom(directory: VerifiedDirectory, name: string, paths: ItemPaths, signal: AbortSignal): Promise<IntakeOutcome> {
     let linkStats: BigIntStats;
     try {
-      linkStats = await fsp.lstat(directory.entry(name), { bigint: true });
+      linkStats = lstatSync(directory.entry(name), { bigint: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'gone' };
       throw error;
@@ -74,6 +95,22 @@ export class Intake {
     if (refusal === 'directory') return { kind: 'gone' };
     if (refusal !== null) return { kind: 'refused', reason: refusal };
 
+    const { limits } = this.deps;
+    if (limits === undefined) return this.openAndCopy(directory, name, paths, linkStats, signal);
+    const admission = await limits.admit({ size: Number(linkStats.size), uploaderUid: Number(linkStats.uid) });
+    if (admission.kind === 'reject') return { kind: 'refused', reason: admission.reason };
+    if (admission.kind === 'wait') return { kind: 'deferred', retryInMs: admission.retryInMs, reason: admission.reason };
+    let outcome: IntakeOutcome | null = null;
+    try {
+      outcome = await this.openAndCopy(directory, name, paths, linkStats, signal);
+      return outcome;
+    } finally {
+      // Counted on admission; a file not taken after all gives its share of the limits back.
+      if (outcome?.kind !== 'taken') limits.notTaken(admission.ticket);
+    }
+  }
+
+  private async openAndCopy(directory: VerifiedDirectory, name: string, paths: ItemPaths, linkStats: BigIntStats, signal: AbortSignal): Promise<IntakeOutcome> {
     let source: FileHandle;
     try {
       source = await fsp.open(directory.entry(name), SOURCE_OPEN_FLAGS);
@@ -85,7 +122,7 @@ export class Intake {
       throw error;
     }
     try {
-      return await this.copyToQuarantine(directory, name, relativePath, source, linkStats, signal);
+      return await this.copyToQuarantine(directory, name, paths, source, linkStats, signal);
     } finally {
       await source.close();
     }
@@ -94,13 +131,13 @@ export class Intake {
   private async copyToQuarantine(
     directory: VerifiedDirectory,
     name: string,
-    relativePath: string,
+    { relativePath, releaseAs }: ItemPaths,
     source: FileHandle,
     linkStats: BigIntStats,
     signal: AbortSignal,
   ): Promise<IntakeOutcome> {
     const { zone, quarantine, journal, writerChecker, logger } = this.deps;
-    const before = await source.stat({ bigint: true });
+    const before = fstatSync(source.fd, { bigint: true });
     // What we opened must be what we looked at: a swap between lstat and open is refused, not followed.
     if (before.ino !== linkStats.ino || before.dev !== linkStats.dev) return { kind: 'deferred', retryInMs: 0, reason: 'replaced while being opened' };
     const refusal = refusalFor(before);
@@ -117,7 +154,7 @@ export class Intake {
     const dataName = quarantineDataName(id);
     let copied: { sha256: string; size: number };
     try {
-      copied = await copyAndHash(source, await zone.createExclusive(quarantine, dataName, QUARANTINE_FILE_MODE), signal);
+      copied = await copyAndHash(source, await zone.createExclusive(quarantine, dataName, QUARANTINE_FILE_MODE), signal, Number(before.size));
     } catch (error) {
       await removeQuietly(zone, quarantine, dataName);
       const code = (error as NodeJS.ErrnoException).code;
@@ -125,7 +162,7 @@ export class Intake {
       if (code === 'ENOSPC' || code === 'EDQUOT') return { kind: 'deferred', retryInMs: 10_000, reason: `quarantine is full (${code})` };
       throw error;
     }
-    const after = await source.stat({ bigint: true });
+    const after = fstatSync(source.fd, { bigint: true });
     if (!writerChecker.untouched(source.fd, check, before, after) || BigInt(copied.size) !== after.size) {
       await removeQuietly(zone, quarantine, dataName);
       return { kind: 'deferred', retryInMs: 0, reason: 'changed while being copied' };
@@ -141,6 +178,7 @@ export class Intake {
       source: identity,
       quarantinedAt: this.deps.now().toISOString(),
       state: 'quarantined',
+      ...(releaseAs === relativePath ? {} : { releaseAs }),
     };
     // The copy is fsynced; once its record is durable too, the source may go.
     await journal.append({ op: 'item', item });
@@ -157,7 +195,7 @@ export class Intake {
     try {
       // A writer that opened the file after the copy would lose its bytes if we unlinked now: leave the
       // file, and take it again only once it has changed.
-      if (!writerChecker.untouched(source.fd, check, before, await source.stat({ bigint: true }))) {
+      if (!writerChecker.untouched(source.fd, check, before, fstatSync(source.fd, { bigint: true }))) {
         this.unremovedSources.set(identityKey, id);
         logger.warn('source was opened for writing after it was copied; left in place', { path: sourcePath, id });
       } else {
@@ -191,7 +229,7 @@ function refusalFor(stats: BigIntStats): string | 'directory' | null {
 
 /** Remove the source if it is still the very file we copied, then make the removal durable. */
 async function removeSource(zone: Zone, directory: VerifiedDirectory, name: string, copied: BigIntStats): Promise<void> {
-  const current = await fsp.lstat(directory.entry(name), { bigint: true });
+  const current = lstatSync(directory.entry(name), { bigint: true });
   if (current.ino !== copied.ino || current.dev !== copied.dev) {
     throw Object.assign(new Error(`'${directory.realEntry(name)}' was replaced after it was copied`), { code: 'ESTALE' });
   }
@@ -202,12 +240,22 @@ async function removeSource(zone: Zone, directory: VerifiedDirectory, name: stri
 const SMALL_CHUNK = 256 * 1024;
 const LARGE_CHUNK = 4 * 1024 * 1024;
 
-/** Copy everything from `source` into `target` (which this closes), hashing the same bytes, then fsync. */
-export async function copyAndHash(source: FileHandle, target: FileHandle, signal: AbortSignal): Promise<{ sha256: string; size: number }> {
+/**
+ * Copy everything from `source` into `target` (which this closes), hashing the same bytes, then fsync.
+ * `sourceSize` is the size the caller just read from fstat, if it has one (it saves asking again).
+ */
+export async function copyAndHash(
+  source: FileHandle,
+  target: FileHandle,
+  signal: AbortSignal,
+  sourceSize?: number,
+): Promise<{ sha256: string; size: number }> {
   try {
     const hash = createHash('sha256');
-    const sourceSize = (await source.stat()).size;
-    const buffer = Buffer.allocUnsafe(sourceSize > LARGE_CHUNK ? LARGE_CHUNK : SMALL_CHUNK);
+    const expected = sourceSize ?? fstatSync(source.fd).size;
+    // A buffer one byte larger than the file reads it whole; most files are far smaller than a chunk, and
+    // a chunk-sized buffer per file was a large share of the daemon's garbage collection.
+    const buffer = Buffer.allocUnsafe(Math.min(expected > LARGE_CHUNK ? LARGE_CHUNK : SMALL_CHUNK, expected + 1));
     let size = 0;
     for (;;) {
       signal.throwIfAborted();
@@ -221,6 +269,9 @@ export async function copyAndHash(source: FileHandle, target: FileHandle, signal
         written += result.bytesWritten;
       }
       size += bytesRead;
+      // A short read at or past the size fstat gave is the end of a regular file: no need to ask again.
+      // A file that grows meanwhile is caught by the callers, which compare sizes or hashes afterwards.
+      if (bytesRead < buffer.length && size >= expected) break;
     }
     await target.sync();
     return { sha256: hash.digest('hex'), size };

@@ -38,6 +38,8 @@ export interface ItemRecord {
   readonly reports?: readonly ScanReport[];
   readonly signature?: string;
   readonly reason?: string;
+  /** Path relative to destination_path to release under, when it differs from relativePath (filename policy). */
+  readonly releaseAs?: string;
   /** Path relative to destination_path the file was released under. */
   readonly releasedAs?: string;
   /** Name of the item's archive in hazard_archive_path. */

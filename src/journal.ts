@@ -1,4 +1,4 @@
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, fstatSync, ftruncateSync, promises as fsp, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from 'winston';
 import type { ItemRecord, JournalEntry } from './item.js';
@@ -11,8 +11,22 @@ const COMPACT_AFTER_BYTES = 8 * 1024 * 1024;
 interface PendingAppend {
   entry: JournalEntry;
   line: string;
+  /** Whether this entry needs an fdatasync of its own before it is acknowledged (see needsSync). */
+  sync: boolean;
   resolve: () => void;
   reject: (error: Error) => void;
+}
+
+/**
+ * Every entry but 'done' is a step that must not be repeated or lost, so it is fdatasync'ed before it is
+ * acknowledged. 'done' only says that the leftovers of a released or hazarded item are gone; if a crash
+ * loses it, the item comes back as released (or hazarded), and cleaning up again finds nothing to remove
+ * and appends 'done' anew. So 'done' is written at once (it survives kill -9 in the page cache) but waits
+ * for the next flush of any other entry, or for close, to reach the disk. That takes one fdatasync per file
+ * off the pipeline.
+ */
+function needsSync(entry: JournalEntry): boolean {
+  return entry.op !== 'done';
 }
 
 /**
@@ -20,13 +34,16 @@ interface PendingAppend {
  * only once it is on disk, so what the pipeline sees is always what a restart would see.
  *
  * Appends are group-committed: entries that arrive while a write and fdatasync are under way go out
- * together in the next one, so many files in flight share one flush.
+ * together in the next one, so many files in flight share one flush. 'done' entries ride along with the
+ * next flush instead of forcing one (see needsSync).
  */
 export class Journal {
   private readonly live = new Map<string, ItemRecord>();
   private pending: PendingAppend[] = [];
   private flushing: Promise<void> | null = null;
   private bytesWritten = 0;
+  /** Written entries not yet fdatasync'ed (only 'done' entries are ever left so). */
+  private unsynced = false;
   private closed = false;
 
   private constructor(
@@ -82,7 +99,7 @@ export class Journal {
   async append(entry: JournalEntry): Promise<void> {
     if (this.closed) throw new Error('journal is closed');
     await new Promise<void>((resolve, reject) => {
-      this.pending.push({ entry, line: JSON.stringify(entry) + '\n', resolve, reject });
+      this.pending.push({ entry, line: JSON.stringify(entry) + '\n', sync: needsSync(entry), resolve, reject });
       this.flushing ??= this.flushLoop();
     });
   }
@@ -90,28 +107,66 @@ export class Journal {
   async close(): Promise<void> {
     this.closed = true;
     await this.flushing;
+    // 'done' entries written since the last flush: a clean stop leaves nothing to redo.
+    if (this.unsynced) await this.handle.datasync();
+    this.unsynced = false;
     await this.handle.close();
   }
 
   private async flushLoop(): Promise<void> {
-    while (this.pending.length > 0) {
-      const batch = this.pending;
-      this.pending = [];
-      const data = batch.map((append) => append.line).join('');
-      try {
-        await this.handle.write(data);
-        await this.handle.datasync();
-        this.bytesWritten += Buffer.byteLength(data);
-        for (const append of batch) {
-          applyEntry(this.live, append.entry);
-          append.resolve();
+    // Appends made in the same turn of the event loop go out in the first batch together.
+    await Promise.resolve();
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending;
+        this.pending = [];
+        try {
+          this.bytesWritten += this.writeAll(batch.map((append) => append.line).join(''));
+          if (batch.some((append) => append.sync)) {
+            await this.handle.datasync();
+            this.unsynced = false;
+          } else {
+            this.unsynced = true;
+          }
+          for (const append of batch) {
+            applyEntry(this.live, append.entry);
+            append.resolve();
+          }
+        } catch (error) {
+          batch.forEach((append) => append.reject(error as Error));
         }
-      } catch (error) {
-        batch.forEach((append) => append.reject(error as Error));
+        if (this.bytesWritten > COMPACT_AFTER_BYTES && this.pending.length === 0) await this.compact();
       }
-      if (this.bytesWritten > COMPACT_AFTER_BYTES && this.pending.length === 0) await this.compact();
+    } finally {
+      this.flushing = null;
     }
-    this.flushing = null;
+  }
+
+  /**
+   * Append `data` with write(2) directly: a few hundred bytes into the page cache take microseconds, while a
+   * trip through the thread pool costs two thread wake-ups per batch. The fdatasync stays asynchronous.
+   * A write that fails part way is taken back, so a torn entry never ends up in front of good ones.
+   */
+  private writeAll(data: string): number {
+    const bytes = Buffer.from(data, 'utf8');
+    const fd = this.handle.fd;
+    let offset = 0;
+    try {
+      while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+    } catch (error) {
+      if (offset > 0) {
+        try {
+          ftruncateSync(fd, fstatSync(fd).size - offset);
+        } catch (truncateError) {
+          this.logger.error('journal: cannot take back a partly written entry; the next start will refuse the journal', {
+            path: this.directory.realEntry(JOURNAL_NAME),
+            code: (truncateError as NodeJS.ErrnoException).code,
+          });
+        }
+      }
+      throw error;
+    }
+    return bytes.length;
   }
 
   private async compact(): Promise<void> {
@@ -119,6 +174,8 @@ export class Journal {
     await this.handle.close();
     this.handle = handle;
     this.bytesWritten = 0;
+    // The rewrite is fsynced and holds every live item: nothing written before it is waiting to be.
+    this.unsynced = false;
     this.logger.debug('journal compacted', { live: this.live.size });
   }
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'winston';
 import type { PipelineOptions } from './config.js';
 import { scannedEvent, type AuditLog } from './audit.js';
+import { classifyName, type FilenamePolicy } from './filename-policy.js';
 import { HazardError, secureRemove, type HazardArchiver } from './hazard.js';
 import type { Intake } from './intake.js';
 import { quarantineDataName, type ItemRecord } from './item.js';
@@ -59,7 +60,12 @@ export interface PipelineDependencies {
   /** Releases wait while a scanner version has no passing scanner-test; null when the config opts out. */
   readonly ledger: LedgerGate | null;
   readonly observer: PipelineObserver;
+  /** Which source names are taken, and under what name they are released. */
+  readonly filenames: FilenamePolicy;
 }
+
+/** What a reload may change. */
+export type PipelineSettings = Pick<PipelineDependencies, 'options' | 'scanners' | 'ledger' | 'filenames'>;
 
 /**
  * Moves each file through intake → scan → release (or hold), one keyed queue for source paths and one for
@@ -77,12 +83,14 @@ export class Pipeline {
   private readonly retries = new Map<string, { timer: NodeJS.Timeout | null; attempts: number }>();
   /** Refused source paths and why, so each refusal is logged once. */
   private readonly refusals = new Map<string, string>();
+  /** Source paths under a temporary upload name, so each is logged once. */
+  private readonly temporaryNames = new Set<string>();
   private stopping = false;
   /** What a reload may change: start from the dependencies, replaced by reconfigure(). */
-  private settings: Pick<PipelineDependencies, 'options' | 'scanners' | 'ledger'>;
+  private settings: PipelineSettings;
 
   constructor(private readonly deps: PipelineDependencies) {
-    this.settings = { options: deps.options, scanners: deps.scanners, ledger: deps.ledger };
+    this.settings = { options: deps.options, scanners: deps.scanners, ledger: deps.ledger, filenames: deps.filenames };
     const { options, logger } = deps;
     this.sourceQueue = new KeyedQueue(options.intakeConcurrency, (relativePath) => this.takeFromSource(relativePath), (relativePath, error) =>
       this.onUnexpected('intake failed; the file stays in source', { path: path.join(deps.sourceRoot, relativePath) }, error, () =>
@@ -96,7 +104,7 @@ export class Pipeline {
   }
 
   /** A reloaded config: new limits and scanners apply to the next step of each item; work in flight finishes as it started. */
-  reconfigure(settings: Pick<PipelineDependencies, 'options' | 'scanners' | 'ledger'>): void {
+  reconfigure(settings: PipelineSettings): void {
     this.settings = settings;
     this.sourceQueue.setConcurrency(settings.options.intakeConcurrency);
     this.itemQueue.setConcurrency(settings.options.scanConcurrency);
@@ -167,10 +175,33 @@ export class Pipeline {
 
   private async takeFromSource(relativePath: string): Promise<void> {
     const { intake, logger, sourceRoot } = this.deps;
-    const outcome = await intake.take(relativePath, this.abort.signal);
     const fullPath = path.join(sourceRoot, relativePath);
+    const name = classifyName(relativePath.split(path.sep).join('/'), this.settings.filenames);
+    if (name.kind === 'temporary') {
+      // An upload in progress under a client's temporary name; its writer renames it when done.
+      if (!this.temporaryNames.has(relativePath)) {
+        this.temporaryNames.add(relativePath);
+        logger.debug('left in source until renamed: a temporary upload name', { path: fullPath, pattern: name.pattern });
+      }
+      return;
+    }
+    this.temporaryNames.delete(relativePath);
+    if (name.kind === 'reject') {
+      await this.refuse(relativePath, name.reason);
+      return;
+    }
+    const releaseAs = name.releaseAs.split('/').join(path.sep);
+    const outcome = await intake.take(relativePath, this.abort.signal, releaseAs);
     if (outcome.kind !== 'deferred') this.busyAttempts.delete(relativePath);
     if (outcome.kind !== 'refused') this.refusals.delete(relativePath);
+    if (outcome.kind === 'taken' && name.kind === 'rename') {
+      logger.warn('name cannot be used on the destination share; it will be released under another', {
+        path: fullPath,
+        id: outcome.item.id,
+        releaseAs: name.releaseAs,
+        reasons: name.reasons.join('; '),
+      });
+    }
     switch (outcome.kind) {
       case 'taken':
         this.counts.quarantined++;
@@ -183,17 +214,22 @@ export class Pipeline {
         this.deferSource(relativePath, outcome.reason, outcome.retryInMs);
         return;
       case 'refused':
-        if (this.refusals.get(relativePath) !== outcome.reason) {
-          this.refusals.set(relativePath, outcome.reason);
-          logger.warn('left in source', { path: fullPath, reason: outcome.reason });
-          this.counts.rejected++;
-          this.deps.observer.rejected(fullPath, outcome.reason);
-          await this.auditQuietly({ event: 'rejected', path: relativePath, reason: outcome.reason });
-        }
+        await this.refuse(relativePath, outcome.reason);
         return;
       case 'gone':
         return;
     }
+  }
+
+  /** Left in source_path for good (until it changes): logged, counted and audited once per reason. */
+  private async refuse(relativePath: string, reason: string): Promise<void> {
+    if (this.refusals.get(relativePath) === reason) return;
+    this.refusals.set(relativePath, reason);
+    const fullPath = path.join(this.deps.sourceRoot, relativePath);
+    this.deps.logger.warn('left in source', { path: fullPath, reason });
+    this.counts.rejected++;
+    this.deps.observer.rejected(fullPath, reason);
+    await this.auditQuietly({ event: 'rejected', path: relativePath, reason });
   }
 
   private deferSource(relativePath: string, reason: string, retryInMs = 0): void {

@@ -3,6 +3,7 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'winston';
+import { insertBeforeExtension } from './filename-policy.js';
 import { copyAndHash } from './intake.js';
 import { quarantineDataName, releaseTemporaryName, type ItemRecord } from './item.js';
 import type { Journal } from './journal.js';
@@ -61,7 +62,8 @@ export class Releaser {
   async release(item: ItemRecord, signal: AbortSignal): Promise<string> {
     if (item.state !== 'clean') throw new Error(`item ${item.id} is ${item.state}, not clean: refusing to release`);
     const { zone, logger } = this.deps;
-    const directory = await this.ensureDirectory(path.dirname(item.relativePath));
+    const target = releasePath(item);
+    const directory = await this.ensureDirectory(path.dirname(target));
     try {
       const temporary = releaseTemporaryName(item.id);
       const leftover = await lstatOrNull(directory.entry(temporary));
@@ -75,7 +77,7 @@ export class Releaser {
       if (leftover === null || dataPresent) await this.placeTemporary(item, directory, temporary, signal);
       else await this.verifyTemporary(item, directory, temporary);
 
-      const wanted = path.basename(item.relativePath);
+      const wanted = path.basename(target);
       const finalName = await this.linkWithoutOverwriting(directory, temporary, wanted);
       if (finalName !== wanted) {
         logger.warn('name already taken in destination; released under a distinct name', {
@@ -93,7 +95,7 @@ export class Releaser {
   /** Record the release, then remove the temporary name and the quarantine copy. */
   private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean): Promise<string> {
     await directory.handle.sync();
-    const releasedAs = path.join(path.dirname(item.relativePath), finalName);
+    const releasedAs = path.join(path.dirname(releasePath(item)), finalName);
     await this.deps.recordRelease?.(item, releasedAs);
     await this.deps.journal.append({ op: 'released', id: item.id, releasedAs });
     this.deps.logger.info(fresh ? 'released' : 'release completed after restart', {
@@ -108,7 +110,7 @@ export class Releaser {
 
   /** For an item recorded as released: drop the temporary name and the quarantine copy, then forget it. */
   async cleanUpReleased(item: ItemRecord): Promise<void> {
-    const directory = await this.deps.zone.openDirectory(path.join(this.deps.destinationRoot, path.dirname(item.relativePath)));
+    const directory = await this.deps.zone.openDirectory(path.join(this.deps.destinationRoot, path.dirname(releasePath(item))));
     try {
       await this.removeLeftovers(item.id, directory);
     } finally {
@@ -234,11 +236,16 @@ export class Releaser {
   }
 }
 
+/** Where an item goes under destination_path: its own relative path, or the name the filename policy gave it. */
+export function releasePath(item: ItemRecord): string {
+  return item.releaseAs ?? item.relativePath;
+}
+
 /** `report.csv`, then `report (1).csv`, `report (2).csv`, ... */
 export function collisionName(name: string, attempt: number): string {
   if (attempt === 0) return name;
-  const extension = path.extname(name);
-  return `${name.slice(0, name.length - extension.length)} (${attempt})${extension}`;
+  // Shortened where needed, so that the suffix never pushes a name past 255 bytes.
+  return insertBeforeExtension(name, ` (${attempt})`);
 }
 
 async function lstatOrNull(target: string): Promise<import('node:fs').Stats | null> {
@@ -259,10 +266,26 @@ async function findOtherName(directory: VerifiedDirectory, temporary: string, in
   return null;
 }
 
-export async function hashHandle(handle: FileHandle): Promise<string> {
+const HASH_CHUNK = 1024 * 1024;
+
+/**
+ * SHA-256 of everything behind `handle`, read by position (the descriptor's offset is left alone). The buffer
+ * is sized to the file, one chunk at most: a read stream would allocate a whole chunk per read, and for small
+ * files that allocation was most of the cost. `size` is the size the caller expects, if it knows it; it only
+ * sizes the buffer, the hash always covers whatever is there.
+ */
+export async function hashHandle(handle: FileHandle, size?: number): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of handle.createReadStream({ start: 0, autoClose: false, highWaterMark: 1024 * 1024 })) {
-    hash.update(chunk as Buffer);
+  const expected = size ?? (await handle.stat()).size;
+  const buffer = Buffer.allocUnsafe(Math.min(HASH_CHUNK, expected + 1));
+  let position = 0;
+  for (;;) {
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+    // A short read past the expected size is the end of a regular file.
+    if (bytesRead < buffer.length && position >= expected) break;
   }
   return hash.digest('hex');
 }

@@ -1,5 +1,6 @@
 // SIGHUP: read the config again and work out what may change while the daemon runs. Pipeline limits,
-// scanner settings, the ledger gate, the log level and the metrics file take effect at once; the paths,
+// scanner settings, the ledger gate, the log level, the metrics file, intake limits and the filename policy
+// take effect at once; the paths,
 // the permission model, the ACL backend and the status socket are bound to things the daemon set up at
 // start (the zone, the journal, the enforcer's watches, the unit's ReadWritePaths) and wait for a
 // restart. A config that does not load is refused as a whole and the running one stays in force.
@@ -12,8 +13,8 @@ import { loadConfig } from './config-load.js';
 export type ChangeEffect = 'live' | 'restart';
 
 /** Sections of ShuttleConfig the daemon re-applies on reload. Any other section waits for a restart. */
-export type LiveSection = 'pipeline' | 'scanners' | 'ledger' | 'logging' | 'metrics';
-const LIVE_SECTIONS: readonly string[] = ['pipeline', 'scanners', 'ledger', 'logging', 'metrics'] satisfies LiveSection[];
+export type LiveSection = 'pipeline' | 'scanners' | 'ledger' | 'logging' | 'metrics' | 'limits' | 'filenames';
+const LIVE_SECTIONS: readonly string[] = ['pipeline', 'scanners', 'ledger', 'logging', 'metrics', 'limits', 'filenames'] satisfies LiveSection[];
 
 export interface ConfigChange {
   /** The key as the admin writes it in the YAML, e.g. "pipeline.scan_concurrency". */

@@ -1,28 +1,33 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import chokidar, { type FSWatcher } from 'chokidar';
 import type { Logger } from 'winston';
+import { watchTree, type TreeWatcher } from './tree-watch.js';
+
+export type { TreeWatcher } from './tree-watch.js';
 
 /** Watch errors that mean "the kernel will not give us more watches", not "something is broken". */
 const WATCH_LIMIT_CODES = new Set(['ENOSPC', 'EMFILE', 'ENFILE']);
 
-/** The part of chokidar's FSWatcher the source watcher uses. */
-export type TreeWatcher = Pick<FSWatcher, 'on' | 'once' | 'close'>;
-
 export interface SourceWatcherOptions {
   /** Real path of source_path. */
   readonly root: string;
-  /** Starts watching a tree; chokidar in production. */
+  /** Starts watching a tree; watchTree (chokidar for the directories, fs.watch for names) in production. */
   readonly watch?: (root: string) => TreeWatcher;
   readonly rescanIntervalMs: number;
   readonly logger: Logger;
   /** Called with a path relative to root, for anything that is not a directory. A hint, not a verdict. */
   readonly onEntry: (relativePath: string) => void;
+  /**
+   * Called with a path relative to root when a directory appears under it: from the watcher, or from a
+   * rescan that finds one the watcher missed. Directories present at start are not reported.
+   */
+  readonly onDirectory?: (relativePath: string) => void;
 }
 
 /**
- * Turns changes under source_path into hints. chokidar gives prompt events; a periodic walk catches what
- * it misses (events lost to watch exhaustion, files present before the watcher was ready). Symlinks are
+ * Turns changes under source_path into hints. The tree watcher gives prompt events (chokidar keeps the
+ * directory tree, fs.watch names the files: see tree-watch.ts for why both); a periodic walk catches what
+ * they miss (events lost to watch exhaustion, files present before the watcher was ready). Symlinks are
  * reported, never followed, so that intake can refuse them.
  */
 export class SourceWatcher {
@@ -30,15 +35,23 @@ export class SourceWatcher {
   private rescanTimer: NodeJS.Timeout | null = null;
   private rescanning: Promise<void> | null = null;
   private watchLimitLogged = false;
+  /** Directories (relative paths) present at start or reported since. */
+  private readonly knownDirectories = new Set<string>();
+  /** The first walk records what is there at start without reporting it. */
+  private baselineTaken = false;
 
   constructor(private readonly options: SourceWatcherOptions) {}
 
   async start(): Promise<void> {
     const { root, logger } = this.options;
-    const watcher = (this.options.watch ?? watchWithChokidar)(root);
+    const watcher = (this.options.watch ?? ((watched: string) => watchTree([watched])))(root);
     this.watcher = watcher;
     const hint = (changed: string): void => this.options.onEntry(path.relative(root, changed));
-    watcher.on('add', hint).on('change', hint).on('error', (error: unknown) => this.onWatchError(error));
+    watcher
+      .on('add', hint)
+      .on('change', hint)
+      .on('addDir', (directory: string) => this.directoryAppeared(path.relative(root, directory)))
+      .on('error', (error: unknown) => this.onWatchError(error));
     await new Promise<void>((resolve) => watcher.once('ready', resolve));
     logger.debug('watching source', { path: root });
     // The first walk runs after the watcher is ready, so nothing created in between is missed.
@@ -57,13 +70,27 @@ export class SourceWatcher {
 
   /** Walk source_path and hint every non-directory entry. One walk at a time. */
   rescan(): Promise<void> {
-    this.rescanning ??= this.walk(this.options.root).finally(() => {
+    this.rescanning ??= this.walkAll().finally(() => {
       this.rescanning = null;
     });
     return this.rescanning;
   }
 
-  private async walk(directory: string): Promise<void> {
+  private async walkAll(): Promise<void> {
+    const seen = new Set<string>();
+    await this.walk(this.options.root, seen);
+    // Forget directories that are gone, so that one coming back under the same name is reported again.
+    for (const known of this.knownDirectories) if (!seen.has(known)) this.knownDirectories.delete(known);
+    this.baselineTaken = true;
+  }
+
+  private directoryAppeared(relativePath: string): void {
+    if (this.knownDirectories.has(relativePath)) return;
+    this.knownDirectories.add(relativePath);
+    this.options.onDirectory?.(relativePath);
+  }
+
+  private async walk(directory: string, seen: Set<string>): Promise<void> {
     let entries;
     try {
       entries = await fsp.readdir(directory, { withFileTypes: true });
@@ -76,9 +103,16 @@ export class SourceWatcher {
     }
     for (const entry of entries) {
       const full = path.join(directory, entry.name);
+      const relative = path.relative(this.options.root, full);
       // Dirent types come from getdents: a symlink to a directory is a symlink, not a directory.
-      if (entry.isDirectory()) await this.walk(full);
-      else this.options.onEntry(path.relative(this.options.root, full));
+      if (entry.isDirectory()) {
+        seen.add(relative);
+        if (this.baselineTaken) this.directoryAppeared(relative);
+        else this.knownDirectories.add(relative);
+        await this.walk(full, seen);
+      } else {
+        this.options.onEntry(relative);
+      }
     }
   }
 
@@ -97,14 +131,4 @@ export class SourceWatcher {
     }
     this.options.logger.warn('watcher error', { code, error: (error as Error).message });
   }
-}
-
-function watchWithChokidar(root: string): TreeWatcher {
-  return chokidar.watch(root, {
-    ignoreInitial: true,
-    followSymlinks: false,
-    ignorePermissionErrors: true,
-    persistent: true,
-    atomic: false,
-  });
 }

@@ -66,7 +66,9 @@ export class WriterChecker {
    */
   untouched(fd: number, check: WriterCheck, before: BigIntStats, after: BigIntStats): boolean {
     if (check.kind === 'free' && check.lease && this.addon !== null && this.addon.getLease(fd) !== 'read') return false;
-    return fingerprint(before) === fingerprint(after);
+    // The content's fingerprint, not ctime: the permission enforcer may chmod or chown the file meanwhile,
+    // which changes nothing that was copied.
+    return contentFingerprint(before) === contentFingerprint(after);
   }
 
   forget(path: string): void {
@@ -91,7 +93,11 @@ export class WriterChecker {
 }
 
 function fingerprint(stats: BigIntStats): string {
-  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}:${stats.ctimeNs}`;
+  return `${contentFingerprint(stats)}:${stats.ctimeNs}`;
+}
+
+function contentFingerprint(stats: BigIntStats): string {
+  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}`;
 }
 
 /** Which writer check this process can do, from its effective capabilities. */

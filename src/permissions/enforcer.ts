@@ -5,10 +5,12 @@
 
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import chokidar, { type FSWatcher } from 'chokidar';
+import type { FSWatcher } from 'chokidar';
 import type { Logger } from 'winston';
 
 import type { ShuttleConfig } from '../config.js';
+import { itemIdOfReleaseTemporary } from '../item.js';
+import { watchTree } from '../tree-watch.js';
 import type { AclEntry } from '../native.js';
 import { checkAccounts, readAccounts, type AccountsSnapshot } from './accounts.js';
 import { selectAclBackend, type AclBackend } from './acl-backend.js';
@@ -172,6 +174,8 @@ export class PermissionEnforcer {
 
   /** Schedules enforcement of whatever `target` is now; for callers that have watcher events of their own. */
   notice(target: string): void {
+    // A release's temporary name is the releaser's to set up (applyAfterMove) before it gets its final name.
+    if (itemIdOfReleaseTemporary(path.basename(target)) !== null) return;
     const pending = this.enforce(target).catch((error: unknown) => {
       this.options.logger.error('cannot enforce permissions', { path: target, error: (error as Error).message, code: (error as NodeJS.ErrnoException).code });
       return [];
@@ -211,7 +215,7 @@ export class PermissionEnforcer {
     if (this.watcher !== null) return;
     const roots = this.options.model.paths.filter((p) => p.key === 'source_path' || p.key === 'destination_path').map((p) => p.path);
     if (roots.length === 0) return;
-    const watcher = (this.options.watch ?? watchWithChokidar)(roots);
+    const watcher = (this.options.watch ?? watchSharedTrees)(roots);
     this.watcher = watcher;
     const onEvent = (changed: string): void => this.notice(changed);
     watcher
@@ -321,6 +325,11 @@ export function inheritForFile(defaultAcl: readonly AclEntry[], mode: number): A
   });
 }
 
-function watchWithChokidar(roots: readonly string[]): EnforcerWatcher {
-  return chokidar.watch([...roots], { ignoreInitial: true, followSymlinks: false, persistent: true });
+/**
+ * chokidar for the directory tree, fs.watch for entry names: chokidar alone re-lists a directory and lstats
+ * all of it on every event in it (see tree-watch.ts). The cast only narrows chokidar's `this` return type,
+ * which names its whole FSWatcher class; the enforcer uses on/once/close and nothing else.
+ */
+function watchSharedTrees(roots: readonly string[]): EnforcerWatcher {
+  return watchTree(roots) as unknown as EnforcerWatcher;
 }

@@ -314,8 +314,14 @@ function contentsModel(key: DataDirectoryKey, root: string, group: Account, dire
 
 /**
  * The ACL a file should carry in a directory with `defaultAcl`, keeping what is allowed of its current
- * owner and owning-group permissions (a file may be tighter than the model). Used by fixes and by
- * applyAfterMove; `current` is the file's access ACL.
+ * owner and owning-group permissions (a file may be tighter than the model). Used by fixes; `current` is
+ * the file's access ACL.
+ *
+ * Behind a mask the owning group only has what the mask lets through, and that is what it keeps: every
+ * file in a share with named default entries has a mask, and raising it for the named entries must not
+ * hand the owning group more than it had. A named entry that differs from the model only by an execute
+ * bit the mask hides is kept as it is: that is what the kernel gives a new file from a default ACL with
+ * `rwX` or `r-X`, the checks accept it, and a fix should change only what drifted.
  */
 export function fileAclFor(contents: Pick<ContentsModel, 'fileMaxMode' | 'fileNamedEntries'>, current: readonly AclEntry[]): AclEntry[] {
   const max = contents.fileMaxMode;
@@ -323,7 +329,15 @@ export function fileAclFor(contents: Pick<ContentsModel, 'fileMaxMode' | 'fileNa
     const found = current.find((e) => e.tag === tag);
     return found === undefined ? 0 : permissionBits(found);
   };
+  const effectiveGroupBits = current.some((e) => e.tag === 'mask') ? bitsOf('group_obj') & bitsOf('mask') : bitsOf('group_obj');
   const userBits = bitsOf('user_obj') & (max >> 6) & 7;
-  const groupBits = bitsOf('group_obj') & (max >> 3) & 7;
-  return withComputedMask([entry('user_obj', userBits), entry('group_obj', groupBits), ...contents.fileNamedEntries, entry('other', 0)]);
+  const groupBits = effectiveGroupBits & (max >> 3) & 7;
+  const wanted = withComputedMask([entry('user_obj', userBits), entry('group_obj', groupBits), ...contents.fileNamedEntries, entry('other', 0)]);
+  // The mask is computed from entries without execute, so it hides any execute bit kept below.
+  const maskBits = permissionBits(wanted.find((e) => e.tag === 'mask') ?? entry('mask', 0));
+  return wanted.map((e) => {
+    if (!isNamed(e) || (maskBits & EXECUTE) !== 0) return e;
+    const found = current.find((c) => isNamed(c) && entryKey(c) === entryKey(e));
+    return found !== undefined && (permissionBits(found) & ~EXECUTE) === permissionBits(e) ? { ...e, execute: found.execute } : e;
+  });
 }

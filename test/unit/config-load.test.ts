@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -346,17 +346,112 @@ describe('loadConfig', () => {
 });
 
 describe('DEFAULT_PERMISSIONS', () => {
-  it('follows the permission model in SPEC.md', () => {
+  it('follows the permission model in SPEC.md, with the named default entries the two shares need', () => {
     expect(DEFAULT_PERMISSIONS.source_path).toEqual({
       owner: 'root',
       group: 'shuttle_owners',
       mode: 0o2770,
       acl: ['group:shuttle_samba_in_users:rwX'],
-      defaultAcl: ['user::rw-', 'group::rw-', 'other::---'],
+      defaultAcl: ['user::rwX', 'group::rw-', 'group:shuttle_samba_in_users:rwX', 'other::---'],
     });
+    expect(DEFAULT_PERMISSIONS.destination_path.defaultAcl).toEqual(['user::rw-', 'group::rw-', 'group:shuttle_out_users:r-X', 'other::---']);
     expect(DEFAULT_PERMISSIONS.log_path.group).toBe('shuttle_log_owners');
     expect(DEFAULT_PERMISSIONS.hazard_encryption_key_path).toMatchObject({ group: 'shuttle_config_readers', mode: 0o640, acl: [] });
     expect(DEFAULT_PERMISSIONS.ledger_file_path.acl).toEqual(['group:shuttle_log_owners:rw-']);
     expect(Object.isFrozen(DEFAULT_PERMISSIONS.destination_path.defaultAcl)).toBe(true);
+  });
+});
+
+describe('limits and filenames', () => {
+  const GiB = 1024 ** 3;
+  const MiB = 1024 ** 2;
+
+  it('default to a 1G reserve, no other limit, the rename policy and the Office temporary names', () => {
+    const config = parseConfig(MINIMAL, FILE);
+    expect(config.limits).toEqual({
+      maxFileSize: 0,
+      freeSpaceReserve: GiB,
+      dailyMaxFiles: 0,
+      dailyMaxBytes: 0,
+      uploaderMaxFilesPerMinute: 0,
+      uploaderMaxBytesPerMinute: 0,
+    });
+    expect(config.filenames).toEqual({ policy: 'rename', temporaryPatterns: ['~$*', '*.tmp', '.~lock.*#', '~*.tmp'] });
+    expect(Object.isFrozen(config.limits)).toBe(true);
+    expect(Object.isFrozen(config.filenames.temporaryPatterns)).toBe(true);
+  });
+
+  it('reads every key, sizes as clamd writes them, and 0 for no limit', () => {
+    const config = parseConfig(
+      `${MINIMAL}limits:
+  max_file_size: "2G"
+  free_space_reserve: 0
+  daily_max_files: 5000
+  daily_max_bytes: "500M"
+  uploader_max_files_per_minute: 60
+  uploader_max_bytes_per_minute: 1048576
+filenames:
+  policy: reject
+  temporary_patterns: ["*.part", "~[!a-z]*.TMP"]
+`,
+      FILE,
+    );
+    expect(config.limits).toEqual({
+      maxFileSize: 2 * GiB,
+      freeSpaceReserve: 0,
+      dailyMaxFiles: 5000,
+      dailyMaxBytes: 500 * MiB,
+      uploaderMaxFilesPerMinute: 60,
+      uploaderMaxBytesPerMinute: MiB,
+    });
+    expect(config.filenames).toEqual({ policy: 'reject', temporaryPatterns: ['*.part', '~[!a-z]*.TMP'] });
+  });
+
+  it.each([['0'], ['"0"'], ['"0M"']])('reads %s as no limit', (written) => {
+    expect(parseConfig(`${MINIMAL}limits: { max_file_size: ${written} }\n`, FILE).limits.maxFileSize).toBe(0);
+  });
+
+  it('accepts an empty list of temporary patterns', () => {
+    expect(parseConfig(`${MINIMAL}filenames: { temporary_patterns: [] }\n`, FILE).filenames.temporaryPatterns).toEqual([]);
+  });
+
+  it.each([
+    ['an unknown limits key', 'limits: { max_filesize: "1G" }', 'limits.max_filesize', 'did you mean "max_file_size"'],
+    ['an unknown filenames key', 'filenames: { polcy: rename }', 'filenames.polcy', 'did you mean "policy"'],
+    ['limits as a list', 'limits: [1]', 'limits', 'expected a mapping'],
+    ['a size with a unit clamd does not know', 'limits: { max_file_size: "10MB" }', 'limits.max_file_size', 'not a size'],
+    ['a negative size', 'limits: { free_space_reserve: -1 }', 'limits.free_space_reserve', '0 for none'],
+    ['a fractional size', 'limits: { daily_max_bytes: 1.5 }', 'limits.daily_max_bytes', 'whole number of bytes'],
+    ['an empty size', 'limits: { uploader_max_bytes_per_minute: }', 'limits.uploader_max_bytes_per_minute', 'got nothing'],
+    ['a negative count', 'limits: { daily_max_files: -5 }', 'limits.daily_max_files', 'whole number, 0 for no limit'],
+    ['a fractional count', 'limits: { uploader_max_files_per_minute: 2.5 }', 'limits.uploader_max_files_per_minute', 'whole number'],
+    ['a count as a string', 'limits: { daily_max_files: "100" }', 'limits.daily_max_files', 'the string "100"'],
+    ['an unknown policy', 'filenames: { policy: delete }', 'filenames.policy', 'rename, reject'],
+    ['patterns that are not a list', 'filenames: { temporary_patterns: "*.tmp" }', 'filenames.temporary_patterns', 'expected a list'],
+    ['a pattern that is not a string', 'filenames: { temporary_patterns: ["*.tmp", 3] }', 'filenames.temporary_patterns[1]', 'a pattern like'],
+    ['an empty pattern', 'filenames: { temporary_patterns: [""] }', 'filenames.temporary_patterns[0]', 'it is empty'],
+    ['a pattern with a directory', 'filenames: { temporary_patterns: ["tmp/*"] }', 'filenames.temporary_patterns[0]', 'the file name alone'],
+    ['a pattern with an open set', 'filenames: { temporary_patterns: ["*.[tT"] }', 'filenames.temporary_patterns[0]', 'never closed'],
+  ])('refuses %s', (_what, section, key, fragment) => {
+    expectRefused(`${MINIMAL}${section}\n`, key, fragment);
+  });
+
+  it('documents both sections in config/shuttle.yaml with exactly these defaults', async () => {
+    const shipped = await readFile(SHIPPED_CONFIG, 'utf8');
+    const section = (name: string): string => {
+      const start = shipped.indexOf(`\n# ${name}:\n`);
+      expect(start).toBeGreaterThan(0);
+      const end = shipped.indexOf('\n\n', start + 1);
+      return shipped
+        .slice(start + 1, end === -1 ? undefined : end)
+        .split('\n')
+        .map((line) => line.replace(/^# ?/, ''))
+        .join('\n');
+    };
+    const uncommented = parseConfig(`${MINIMAL}${section('limits')}\n${section('filenames')}\n`, FILE);
+    const defaults = parseConfig(MINIMAL, FILE);
+    expect(uncommented.limits).toEqual(defaults.limits);
+    expect(uncommented.filenames).toEqual(defaults.filenames);
+    expect(section('limits')).toContain('uploader_max_bytes_per_minute');
   });
 });

@@ -67,6 +67,57 @@ describe('SourceWatcher', () => {
     expect(warnings[0]).toMatchObject({ level: 'warn', code: 'ENOSPC' });
   });
 
+  it('reports directories that appear, from events or from a rescan, once each, and not those present at start', async () => {
+    await fsp.mkdir(path.join(root, 'at-start/inner'), { recursive: true });
+    const directories: string[] = [];
+    const fake = new FakeTreeWatcher();
+    const watcher = new SourceWatcher({
+      root,
+      rescanIntervalMs: 60_000,
+      logger: winston.createLogger({ silent: true }),
+      onEntry: () => undefined,
+      onDirectory: (directory) => directories.push(directory),
+      watch: () => fake as unknown as TreeWatcher,
+    });
+    await watcher.start();
+    expect(directories).toEqual([]);
+    await fsp.mkdir(path.join(root, 'by-event'));
+    fake.emit('addDir', path.join(root, 'by-event'));
+    // A directory the watcher never mentioned (its events were lost) is found by the next walk.
+    await fsp.mkdir(path.join(root, 'at-start/missed'));
+    await watcher.rescan();
+    await watcher.rescan();
+    fake.emit('addDir', path.join(root, 'by-event'));
+    await watcher.close();
+    expect(directories.sort()).toEqual(['at-start/missed', 'by-event']);
+  });
+
+  it('on a real tree, hints new files and new directories at once, without waiting for a rescan', async () => {
+    const seen: string[] = [];
+    const directories: string[] = [];
+    const watcher = new SourceWatcher({
+      root,
+      rescanIntervalMs: 60_000,
+      logger: winston.createLogger({ silent: true }),
+      onEntry: (entry) => seen.push(entry),
+      onDirectory: (directory) => directories.push(directory),
+    });
+    await watcher.start();
+    try {
+      await fsp.mkdir(path.join(root, 'lab/run-1'), { recursive: true });
+      await fsp.writeFile(path.join(root, 'lab/run-1/result.csv'), 'r');
+      await fsp.writeFile(path.join(root, 'top.txt'), 't');
+      const started = Date.now();
+      while (!(seen.includes('lab/run-1/result.csv') && seen.includes('top.txt') && directories.includes('lab/run-1'))) {
+        if (Date.now() - started > 3_000) throw new Error(`not hinted in time: ${JSON.stringify({ seen, directories })}`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(directories).toEqual(['lab', 'lab/run-1']);
+    } finally {
+      await watcher.close();
+    }
+  });
+
   it('passes chokidar events on as relative paths', async () => {
     const seen: string[] = [];
     const fake = new FakeTreeWatcher();

@@ -32,6 +32,25 @@ describe('WriterChecker without a lease', () => {
   });
 });
 
+describe('WriterChecker after the copy', () => {
+  it('counts a chmod (ctime only) as untouched, and new bytes or a new mtime as touched', async () => {
+    const checker = new WriterChecker(null, 'stability', 5000, () => 0);
+    const file = path.join(await fsp.mkdtemp(path.join(os.tmpdir(), 'shuttle-writer-')), 'f');
+    await fsp.writeFile(file, 'abc');
+    const before = await fsp.stat(file, { bigint: true });
+    const free = { kind: 'free', lease: false } as const;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await fsp.chmod(file, 0o660);
+    const chmodded = await fsp.stat(file, { bigint: true });
+    expect(chmodded.ctimeNs).not.toBe(before.ctimeNs);
+    expect(checker.untouched(-1, free, before, chmodded)).toBe(true);
+    await fsp.utimes(file, new Date(1000), new Date(1000));
+    expect(checker.untouched(-1, free, before, await fsp.stat(file, { bigint: true }))).toBe(false);
+    await fsp.appendFile(file, 'd');
+    expect(checker.untouched(-1, free, chmodded, await fsp.stat(file, { bigint: true }))).toBe(false);
+  });
+});
+
 describe('WriterChecker with a lease', () => {
   const addon = (outcome: 'ok' | 'EAGAIN' | 'EACCES', lease: 'read' | 'none' = 'read'): Pick<NativeAddon, 'setLease' | 'getLease'> => ({
     setLease: () => {

@@ -7,12 +7,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc, createReadStream, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import winston from 'winston';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { HazardArchiver, HazardError, secureRemove, type HazardHeader, type HazardSidecar } from '../../../src/hazard.js';
 import { quarantineDataName, type ItemRecord } from '../../../src/item.js';
 import { Zone, type VerifiedDirectory } from '../../../src/zone.js';
+import { waitFor } from '../../helpers/daemon.js';
 import { generateKeyPair, splitHazardPayload, type TestKeyPair } from '../../helpers/gpg.js';
 
 const execFileAsync = promisify(execFile);
@@ -290,6 +292,133 @@ describe('HazardArchiver', () => {
     await archiver().removeLeftovers(quarantine);
     expect(await listing(quarantinePath)).toEqual(['m7r2k1x0-3fa9c0d1e2b4.data']);
     expect(await listing(hazardPath)).toEqual(['20260301T101502Z-m7r2k1x0-3fa9c0d1e2b4.gpg']);
+  });
+});
+
+describe('HazardArchiver with several suspects at once', () => {
+  /**
+   * A gpg that takes its whole input first (so it counts only once its bytes flow, which is what an
+   * encryption slot grants), notes how many encryptions are running, holds on for `holdSeconds`, then
+   * encrypts with the real gpg.
+   */
+  async function countingGpg(holdSeconds: number): Promise<{ command: string; marks: string; seen: () => Promise<number[]> }> {
+    const marks = path.join(root, 'marks');
+    await fsp.mkdir(marks);
+    const command = path.join(root, 'counting-gpg');
+    await fsp.writeFile(
+      command,
+      [
+        '#!/bin/sh',
+        'case " $* " in',
+        '  *" --encrypt "*)',
+        `    input=$(mktemp "${marks}/input.XXXXXX")`,
+        '    cat > "$input"',
+        `    touch "${marks}/running.$$"`,
+        `    ls "${marks}" | grep -c '^running\.' >> "${marks}/seen"`,
+        `    sleep ${holdSeconds}`,
+        '    gpg "$@" < "$input"; status=$?',
+        `    rm -f "${marks}/running.$$" "$input"`,
+        '    exit $status ;;',
+        'esac',
+        'exec gpg "$@"',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    const seen = async () =>
+      (await fsp.readFile(path.join(marks, 'seen'), 'utf8').catch(() => ''))
+        .split('\n')
+        .filter((line) => line !== '')
+        .map(Number);
+    return { command, marks, seen };
+  }
+
+  function capturingLogger(): { logger: winston.Logger; entries: Record<string, unknown>[] } {
+    const entries: Record<string, unknown>[] = [];
+    const capture = new winston.transports.Stream({
+      stream: new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') entries.push(JSON.parse(line) as Record<string, unknown>);
+          done();
+        },
+      }),
+    });
+    return { logger: winston.createLogger({ format: winston.format.json(), transports: [capture] }), entries };
+  }
+
+  it('with encryptionConcurrency 1, encrypts one suspect at a time while the others prepare and finish, each into its own archive', async () => {
+    const gpg = await countingGpg(0.5);
+    const { logger: capturing, entries } = capturingLogger();
+    const hazardArchiver = archiver({ gpgCommand: gpg.command, encryptionConcurrency: 1, logger: capturing });
+    const contents = [randomBytes(2 * MiB), randomBytes(MiB + 3), randomBytes(4096)];
+    const items = await Promise.all(contents.map((content, index) => suspectItem(content, `batch/${index}.bin`)));
+
+    const results = await Promise.all(items.map((item) => hazardArchiver.archive(item, plaintextOf(item), never())));
+
+    expect(await gpg.seen()).toEqual([1, 1, 1]);
+    expect(await listing(quarantinePath)).toEqual([]);
+    for (const [index, result] of results.entries()) {
+      const { header, payload } = splitHazardPayload(await keys.decrypt(path.join(hazardPath, result.archiveName)));
+      expect(header.relativePath).toBe(`batch/${index}.bin`);
+      expect(payload.equals(contents[index] ?? Buffer.alloc(0))).toBe(true);
+    }
+    // Each archive logs where its time went; the ones that waited for their turn say so.
+    const stages = entries.map((entry) => entry.stagesMs as Record<string, number> | undefined).filter((value) => value !== undefined);
+    expect(stages).toHaveLength(3);
+    for (const timing of stages) {
+      expect(Object.keys(timing).sort()).toEqual(['encryptMs', 'keyMs', 'publishMs', 'queuedMs', 'removeMs', 'syncMs']);
+      expect(timing.encryptMs).toBeGreaterThanOrEqual(500);
+    }
+    expect(Math.max(...stages.map((timing) => timing.queuedMs ?? 0))).toBeGreaterThanOrEqual(900);
+  });
+
+  it('with encryptionConcurrency 2, runs two encryptions side by side and never a third', async () => {
+    const gpg = await countingGpg(1);
+    const hazardArchiver = archiver({ gpgCommand: gpg.command, encryptionConcurrency: 2 });
+    const items = await Promise.all([0, 1, 2, 3].map((index) => suspectItem(randomBytes(64 * 1024), `pair/${index}.bin`)));
+    await Promise.all(items.map((item) => hazardArchiver.archive(item, plaintextOf(item), never())));
+    const seen = await gpg.seen();
+    expect(seen).toHaveLength(4);
+    expect(Math.max(...seen)).toBe(2);
+  });
+
+  it('an archive aborted while waiting for its turn keeps its plaintext and does not hold up the others', async () => {
+    const gpg = await countingGpg(1);
+    const hazardArchiver = archiver({ gpgCommand: gpg.command, encryptionConcurrency: 1 });
+    const first = await suspectItem(randomBytes(MiB), 'turns/first.bin');
+    const waitingContent = randomBytes(MiB);
+    const waiting = await suspectItem(waitingContent, 'turns/waiting.bin');
+    const last = await suspectItem(randomBytes(MiB), 'turns/last.bin');
+    const waitingIno = (await fsp.lstat(path.join(quarantinePath, quarantineDataName(waiting.id)))).ino;
+
+    const firstDone = hazardArchiver.archive(first, plaintextOf(first), never());
+    await waitFor(async () => (await fsp.readdir(gpg.marks)).some((name) => name.startsWith('running.')));
+    const controller = new AbortController();
+    const waitingDone = hazardArchiver.archive(waiting, plaintextOf(waiting), controller.signal).then(
+      () => null,
+      (caught: unknown) => caught,
+    );
+    // Its temporary archive exists once its key is imported: from then on it only waits for its turn.
+    await waitFor(async () => (await listing(hazardPath)).includes(`.shuttle-${waiting.id}.gpg.tmp`));
+    controller.abort();
+    const error = await waitingDone;
+    expect(error).toBeInstanceOf(HazardError);
+    expect((error as HazardError).stage).toBe('encrypt');
+    expect((error as HazardError).archived).toBe(false);
+    expect((error as Error).message).toMatch(/aborted while waiting/);
+
+    const lastDone = hazardArchiver.archive(last, plaintextOf(last), never());
+    const [firstResult, lastResult] = await Promise.all([firstDone, lastDone]);
+    expect(await gpg.seen()).toEqual([1, 1]);
+    await expectPlaintextUntouched(waiting, waitingContent, waitingIno);
+    expect(await listing(hazardPath)).toEqual(
+      [firstResult.archiveName, firstResult.sidecarName ?? '', lastResult.archiveName, lastResult.sidecarName ?? ''].sort(),
+    );
+  });
+
+  it('refuses an encryptionConcurrency that is not a positive integer', () => {
+    expect(() => archiver({ encryptionConcurrency: 0 })).toThrow(RangeError);
+    expect(() => archiver({ encryptionConcurrency: 1.5 })).toThrow(RangeError);
   });
 });
 

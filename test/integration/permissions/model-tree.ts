@@ -31,13 +31,19 @@ export function snapshot(tree: ModelTree): string {
   return sh('getfacl', '-R', '-p', '-n', tree.root);
 }
 
-const SHARE_DEFAULT_ACL = 'user::rw-,group::rw-,other::---';
+/** The default ACLs of the shipped model (DEFAULT_PERMISSIONS), as setfacl takes them. */
+const SHARE_DEFAULT_ACL: Readonly<Record<string, string>> = {
+  shuttle_samba_in_users: 'user::rwx,group::rw-,group:shuttle_samba_in_users:rwx,other::---',
+  shuttle_out_users: 'user::rw-,group::rw-,group:shuttle_out_users:r-x,other::---',
+};
 
 function shareDirectory(directory: string, namedGroup: string): void {
   sh('chown', 'root:shuttle_owners', directory);
   sh('chmod', '2770', directory);
-  sh('setfacl', '-m', `group:${namedGroup}:rwX`, directory);
-  sh('setfacl', '-d', '--set', SHARE_DEFAULT_ACL, directory);
+  // A directory made inside a share inherits group::rw- from the default ACL, and chmod then sets only the
+  // mask: the model wants group::rwx on directories, as the enforcer gives them.
+  sh('setfacl', '-m', `group::rwX,group:${namedGroup}:rwX`, directory);
+  sh('setfacl', '-d', '--set', SHARE_DEFAULT_ACL[namedGroup] ?? '', directory);
 }
 
 function privateDirectory(directory: string, group: string): void {
@@ -80,7 +86,9 @@ export function buildModelTree(extraConfig = ''): ModelTree {
   shareDirectory(batch, 'shuttle_samba_in_users');
   sh('chown', 'shuttle_test_in', batch);
   file(path.join(batch, 'a.csv'), '0660', 'shuttle_owners', 'shuttle_test_in');
-  file(path.join(tree.source, 'b.csv'), '0640', 'shuttle_owners', 'shuttle_test_in');
+  // Tighter than 0660 for the owning group; the mask still lets the share's group have what the default ACL gives.
+  file(path.join(tree.source, 'b.csv'), '0660', 'shuttle_owners', 'shuttle_test_in');
+  sh('setfacl', '-n', '-m', 'group::r--', path.join(tree.source, 'b.csv'));
   file(path.join(tree.destination, 'r.csv'), '0660');
   file(path.join(tree.quarantine, 'x.data'), '0600');
   file(path.join(tree.log, 'shuttle.log'), '0660', 'shuttle_log_owners');

@@ -148,12 +148,15 @@ describe('systemd-tmpfiles --create --root with shuttle.tmpfiles.conf', () => {
       `group:${gids.shuttle_samba_in_users}:rwx`,
       'mask::rwx',
       'other::---',
-      'default:user::rw-',
+      'default:user::rwx',
       'default:group::rw-',
+      `default:group:${gids.shuttle_samba_in_users}:rwx`,
+      'default:mask::rwx',
       'default:other::---',
     ]);
     expect(acl(at('/srv/shuttle/out'))).toContain(`group:${gids.shuttle_out_users}:rwx`);
     expect(acl(at('/srv/shuttle/out'))).toContain('default:group::rw-');
+    expect(acl(at('/srv/shuttle/out'))).toContain(`default:group:${gids.shuttle_out_users}:r-x`);
     expect(acl(at('/srv/shuttle/quarantine'))).toEqual(['user::rwx', 'group::rwx', 'other::---']);
     expect(acl(at('/etc/shuttle/ledger.yaml'))).toEqual(['user::rw-', 'group::r--', `group:${gids.shuttle_log_owners}:rw-`, 'mask::rw-', 'other::---']);
   });

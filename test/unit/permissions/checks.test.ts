@@ -4,7 +4,8 @@ import { checkContentEntry, checkManagedPath } from '../../../src/permissions/ch
 import type { Finding } from '../../../src/permissions/finding.js';
 import { verdictOf } from '../../../src/permissions/finding.js';
 import type { PathState } from '../../../src/permissions/inspect.js';
-import { minimalAcl, type ContentsModel } from '../../../src/permissions/model.js';
+import type { AclEntry } from '../../../src/native.js';
+import { bitsText, minimalAcl, type ContentsModel } from '../../../src/permissions/model.js';
 import { ACCOUNTS, GID, UID, conforming, e, managed, state } from './fixtures.js';
 
 const source = managed('source_path');
@@ -24,7 +25,16 @@ function subdirectory(): PathState {
   return { ...conforming(source), path: '/srv/shuttle/in/batch', uid: UID.alice };
 }
 
-function file(mode: number, access = minimalAcl(mode), gid: number = GID.shuttle_owners): PathState {
+/**
+ * The access ACL of a file made in source_path and then chmod'ed to `mode`, as the kernel leaves it: the
+ * owning group and the named entry as the default ACL gave them (rw-, rwx), the mask as the group digit.
+ */
+function madeInSource(mode: number): AclEntry[] {
+  const digit = (shift: number): string => bitsText((mode >> shift) & 7);
+  return [e('user_obj', digit(6)), e('group_obj', 'rw'), e('group', 'rwx', GID.shuttle_samba_in_users), e('mask', digit(3)), e('other', digit(0))];
+}
+
+function file(mode: number, access = madeInSource(mode), gid: number = GID.shuttle_owners): PathState {
   return state('/srv/shuttle/in/batch/x.csv', { type: 'file', uid: UID.alice, gid, mode, acl: { access, defaultAcl: [] } });
 }
 
@@ -84,12 +94,12 @@ describe('checkManagedPath', () => {
 
   it('reports a missing default ACL, an extra one, and a default entry that differs', () => {
     expect(summary(checkManagedPath(source, sourceWith((a) => ({ acl: { access: a.acl?.access ?? [], defaultAcl: [] } })), ACCOUNTS))).toEqual([
-      'default-acl-missing medium default:user::rw-,default:group::rw-,default:other::--- | (none)',
+      'default-acl-missing medium default:user::rwx,default:group::rw-,default:group:shuttle_samba_in_users:rwx,default:mask::rwx,default:other::--- | (none)',
     ]);
     const quarantine = managed('quarantine_path');
     const withDefault = { ...conforming(quarantine), acl: { access: quarantine.access.slice(), defaultAcl: [e('user_obj', 'rwx'), e('group_obj', 'rwx'), e('other', 'r')] } };
     expect(checkManagedPath(quarantine, withDefault, ACCOUNTS).map((f) => `${f.check} ${f.severity}`)).toEqual(['default-acl-extra high']);
-    const otherReads = sourceWith((a) => ({ acl: { access: a.acl?.access ?? [], defaultAcl: [e('user_obj', 'rw'), e('group_obj', 'rw'), e('other', 'r')] } }));
+    const otherReads = sourceWith((a) => ({ acl: { access: a.acl?.access ?? [], defaultAcl: source.defaultAcl.map((x) => (x.tag === 'other' ? e('other', 'r') : x)) } }));
     expect(summary(checkManagedPath(source, otherReads, ACCOUNTS))).toEqual(['acl-entry-permissions high default:other::--- | default:other::r--']);
   });
 
@@ -106,9 +116,18 @@ describe('checkManagedPath', () => {
 describe('checkContentEntry', () => {
   it('accepts a subdirectory like its parent, whoever owns it, and files at 0660 or tighter', () => {
     expect(checkContentEntry(contents, subdirectory(), ACCOUNTS)).toEqual([]);
+    // As the kernel makes it: group:shuttle_samba_in_users:rwx behind mask::rw-.
     expect(checkContentEntry(contents, file(0o660), ACCOUNTS)).toEqual([]);
-    expect(checkContentEntry(contents, file(0o600), ACCOUNTS)).toEqual([]);
-    expect(checkContentEntry(contents, file(0o400), ACCOUNTS)).toEqual([]);
+    // As a fix writes it, and tighter for the owner and the owning group.
+    const named = e('group', 'rw', GID.shuttle_samba_in_users);
+    expect(checkContentEntry(contents, file(0o660, [e('user_obj', 'rw'), e('group_obj', 'rw'), named, e('mask', 'rw'), e('other', '')]), ACCOUNTS)).toEqual([]);
+    expect(checkContentEntry(contents, file(0o660, [e('user_obj', 'rw'), e('group_obj', 'r'), named, e('mask', 'rw'), e('other', '')]), ACCOUNTS)).toEqual([]);
+    expect(checkContentEntry(contents, file(0o460, [e('user_obj', 'r'), e('group_obj', ''), named, e('mask', 'rw'), e('other', '')]), ACCOUNTS)).toEqual([]);
+    // Where the default ACL names nobody, files have no extended entries and may be tighter still.
+    const quarantined = managed('quarantine_path').contents as ContentsModel;
+    for (const mode of [0o660, 0o600, 0o400]) {
+      expect(checkContentEntry(quarantined, { ...file(mode, minimalAcl(mode)), path: '/srv/shuttle/quarantine/x.data' }, ACCOUNTS)).toEqual([]);
+    }
   });
 
   it('skips entries that vanished during the walk', () => {
@@ -119,7 +138,7 @@ describe('checkContentEntry', () => {
     expect(summary(checkContentEntry(contents, { ...subdirectory(), mode: 0o770 }, ACCOUNTS))).toEqual(['setgid medium set | cleared']);
     const noDefault = subdirectory();
     expect(summary(checkContentEntry(contents, { ...noDefault, acl: { access: noDefault.acl?.access ?? [], defaultAcl: [] } }, ACCOUNTS))).toEqual([
-      'default-acl-missing medium default:user::rw-,default:group::rw-,default:other::--- | (none)',
+      'default-acl-missing medium default:user::rwx,default:group::rw-,default:group:shuttle_samba_in_users:rwx,default:mask::rwx,default:other::--- | (none)',
     ]);
     expect(summary(checkContentEntry(contents, { ...subdirectory(), gid: GID.users }, ACCOUNTS))).toEqual(['group high shuttle_owners | users']);
   });
@@ -133,22 +152,20 @@ describe('checkContentEntry', () => {
   });
 
   it('reports a file in another group', () => {
-    expect(summary(checkContentEntry(contents, file(0o660, minimalAcl(0o660), GID.users), ACCOUNTS))).toEqual(['group high shuttle_owners | users']);
+    expect(summary(checkContentEntry(contents, file(0o660, madeInSource(0o660), GID.users), ACCOUNTS))).toEqual(['group high shuttle_owners | users']);
   });
 
   it('reports named entries a file should not have', () => {
-    const access = [e('user_obj', 'rw'), e('user', 'rw', UID.bob), e('group_obj', 'rw'), e('mask', 'rw'), e('other', '')];
+    const access = [e('user_obj', 'rw'), e('user', 'rw', UID.bob), e('group_obj', 'rw'), e('group', 'rwx', GID.shuttle_samba_in_users), e('mask', 'rw'), e('other', '')];
     expect(summary(checkContentEntry(contents, file(0o660, access), ACCOUNTS))).toEqual(['acl-entry-extra high (none) | user:bob:rw-']);
   });
 
   it('expects the named entries of the default ACL on files, ignoring an execute bit the mask hides', () => {
-    const withNamed = managed(
-      'destination_path',
-      `permissions:\n  destination_path: { owner: root, group: shuttle_owners, mode: "2770", default_acl: ["user::rw-", "group::rw-", "group:shuttle_out_users:r-X", "other::---"] }\n`,
-    ).contents as ContentsModel;
+    // The shipped destination_path: default ACL group:shuttle_out_users:r-X.
+    const withNamed = managed('destination_path').contents as ContentsModel;
     const inherited = [e('user_obj', 'rw'), e('group_obj', 'rw'), e('group', 'rx', GID.shuttle_out_users), e('mask', 'rw'), e('other', '')];
     expect(checkContentEntry(withNamed, file(0o660, inherited), ACCOUNTS)).toEqual([]);
-    expect(summary(checkContentEntry(withNamed, file(0o660), ACCOUNTS))).toEqual(['acl-entry-missing medium group:shuttle_out_users:r-- | (none)']);
+    expect(summary(checkContentEntry(withNamed, file(0o660, minimalAcl(0o660)), ACCOUNTS))).toEqual(['acl-entry-missing medium group:shuttle_out_users:r-- | (none)']);
     const masked = [e('user_obj', 'rw'), e('group_obj', 'rw'), e('group', 'r', GID.shuttle_out_users), e('mask', ''), e('other', '')];
     expect(summary(checkContentEntry(withNamed, file(0o600, masked), ACCOUNTS))).toEqual(['mask medium mask::r-- or more (within 0660) | mask::---']);
   });

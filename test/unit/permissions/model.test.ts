@@ -13,13 +13,21 @@ describe('buildPermissionModel: the shipped model', () => {
     expect(source.mode).toBe(0o2770);
     // X on a directory is execute; the mask is the union of the group class, as setfacl computes it.
     expect(aclText(source.access, ACCOUNTS)).toBe('user::rwx,group::rwx,group:shuttle_samba_in_users:rwx,mask::rwx,other::---');
-    expect(aclText(source.defaultAcl, ACCOUNTS)).toBe('user::rw-,group::rw-,other::---');
+    // In a default ACL X is execute too: whoever makes a folder in the share can enter it, and so can the inbound group.
+    expect(aclText(source.defaultAcl, ACCOUNTS)).toBe('user::rwx,group::rw-,group:shuttle_samba_in_users:rwx,mask::rwx,other::---');
+    const destination = managed('destination_path');
+    expect(aclText(destination.access, ACCOUNTS)).toBe('user::rwx,group::rwx,group:shuttle_out_users:rwx,mask::rwx,other::---');
+    expect(aclText(destination.defaultAcl, ACCOUNTS)).toBe('user::rw-,group::rw-,group:shuttle_out_users:r-x,mask::rwx,other::---');
   });
 
-  it('gives data directories a contents model: subdirectories like the directory, files at most 0660', () => {
+  it('gives data directories a contents model: subdirectories like the directory, files at most 0660 with the named default entries', () => {
     const destination = managed('destination_path');
-    expect(destination.contents).toMatchObject({ key: 'destination_path', root: '/srv/shuttle/out', group: { id: GID.shuttle_owners }, fileMaxMode: 0o660, fileNamedEntries: [] });
+    expect(destination.contents).toMatchObject({ key: 'destination_path', root: '/srv/shuttle/out', group: { id: GID.shuttle_owners }, fileMaxMode: 0o660 });
     expect(destination.contents?.directory).toEqual({ mode: destination.mode, access: destination.access, defaultAcl: destination.defaultAcl });
+    // Released files are readable by the outbound group; files in source_path stay writable for the inbound one. Never execute.
+    expect(destination.contents?.fileNamedEntries).toEqual([e('group', 'r', GID.shuttle_out_users)]);
+    expect(managed('source_path').contents?.fileNamedEntries).toEqual([e('group', 'rw', GID.shuttle_samba_in_users)]);
+    expect(managed('quarantine_path').contents?.fileNamedEntries).toEqual([]);
     expect(managed('log_path').contents).toBeNull();
     expect(managed('ledger_file_path').contents).toBeNull();
   });
@@ -138,5 +146,29 @@ describe('ACL arithmetic', () => {
     expect(aclText(fileAclFor({ fileMaxMode: 0o600, fileNamedEntries: [] }, [e('user_obj', 'rw'), e('group_obj', 'rw'), e('other', '')]), ACCOUNTS)).toBe(
       'user::rw-,group::---,other::---',
     );
+  });
+
+  it('keeps for the owning group only what the mask let through, when the mask is raised for the named entries', () => {
+    // A file made 0640 in source_path: the kernel leaves group::rw- behind a mask of r--.
+    const contents = { fileMaxMode: 0o660, fileNamedEntries: [e('group', 'rw', GID.shuttle_samba_in_users)] };
+    const made0640 = [e('user_obj', 'rw'), e('group_obj', 'rw'), e('group', 'rwx', GID.shuttle_samba_in_users), e('mask', 'r'), e('other', '')];
+    const wanted = fileAclFor(contents, made0640);
+    expect(aclText(wanted, ACCOUNTS)).toBe('user::rw-,group::r--,group:shuttle_samba_in_users:rwx,mask::rw-,other::---');
+    expect(statModeOf(wanted, 0)).toBe(0o660);
+    // Without a mask the owning group's entry is the group digit itself.
+    expect(aclText(fileAclFor(contents, [e('user_obj', 'rw'), e('group_obj', 'r'), e('other', 'r')]), ACCOUNTS)).toBe(
+      'user::rw-,group::r--,group:shuttle_samba_in_users:rw-,mask::rw-,other::---',
+    );
+  });
+
+  it('keeps an execute bit the new mask hides on a named entry that is otherwise right, and replaces an entry that is not', () => {
+    const contents = { fileMaxMode: 0o660, fileNamedEntries: [e('group', 'r', GID.shuttle_out_users)] };
+    // As the kernel makes a file from a default ACL with group:shuttle_out_users:r-X, then made executable.
+    const inherited = [e('user_obj', 'rwx'), e('group_obj', 'rw'), e('group', 'rx', GID.shuttle_out_users), e('mask', 'rwx'), e('other', '')];
+    const kept = fileAclFor(contents, inherited);
+    expect(aclText(kept, ACCOUNTS)).toBe('user::rw-,group::rw-,group:shuttle_out_users:r-x,mask::rw-,other::---');
+    expect(statModeOf(kept, 0)).toBe(0o660);
+    const wrong = [e('user_obj', 'rw'), e('group_obj', 'rw'), e('group', 'rwx', GID.shuttle_out_users), e('mask', 'rw'), e('other', '')];
+    expect(aclText(fileAclFor(contents, wrong), ACCOUNTS)).toBe('user::rw-,group::rw-,group:shuttle_out_users:r--,mask::rw-,other::---');
   });
 });

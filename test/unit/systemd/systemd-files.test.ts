@@ -50,9 +50,9 @@ describe('shipped sysusers.d and tmpfiles.d files', () => {
     const lines = text.split('\n').filter((line) => line !== '' && !line.startsWith('#'));
     expect(lines).toEqual([
       'd /srv/shuttle/in 2770 root shuttle_owners -',
-      'a /srv/shuttle/in - - - - group:shuttle_samba_in_users:rwx,mask::rwx,default:user::rw-,default:group::rw-,default:other::---',
+      'a /srv/shuttle/in - - - - group:shuttle_samba_in_users:rwx,mask::rwx,default:user::rwx,default:group::rw-,default:group:shuttle_samba_in_users:rwx,default:mask::rwx,default:other::---',
       'd /srv/shuttle/out 2770 root shuttle_owners -',
-      'a /srv/shuttle/out - - - - group:shuttle_out_users:rwx,mask::rwx,default:user::rw-,default:group::rw-,default:other::---',
+      'a /srv/shuttle/out - - - - group:shuttle_out_users:rwx,mask::rwx,default:user::rw-,default:group::rw-,default:group:shuttle_out_users:r-x,default:mask::rwx,default:other::---',
       'd /srv/shuttle/quarantine 2770 root shuttle_owners -',
       'd /srv/shuttle/hazard 2770 root shuttle_owners -',
       'd /var/log/shuttle 2770 root shuttle_log_owners -',
