@@ -237,10 +237,15 @@ export class Pipeline {
     const attempts = (this.busyAttempts.get(relativePath) ?? 0) + 1;
     this.busyAttempts.set(relativePath, attempts);
     const wait = retryInMs > 0 ? retryInMs : Math.min(BUSY_RETRY_MAX_MS, BUSY_RETRY_FIRST_MS * 2 ** (attempts - 1));
+    // A second hint may have run the same path again meanwhile: one timer per path, never an orphan.
+    const earlier = this.deferred.get(relativePath);
+    if (earlier !== undefined) clearTimeout(earlier.timer);
     const timer = setTimeout(() => {
       this.deferred.delete(relativePath);
       this.noticeSourcePath(relativePath);
     }, wait);
+    // A wait (until midnight, for the daily quota) must never be what keeps a stopped daemon alive.
+    timer.unref();
     this.deferred.set(relativePath, { timer, attempts });
     if (attempts === 1 || attempts % 20 === 0) this.deps.logger.debug('waiting', { path: relativePath, reason, attempts });
   }
@@ -418,7 +423,7 @@ export class Pipeline {
     const attempts = (previous?.attempts ?? 0) + 1;
     const base = Math.min(retryMaxMs, retryBaseMs * 2 ** (attempts - 1));
     const wait = Math.round(base * (0.8 + Math.random() * 0.4));
-    const timer = this.stopping ? null : setTimeout(() => this.itemQueue.add(id), wait);
+    const timer = this.stopping ? null : setTimeout(() => this.itemQueue.add(id), wait).unref();
     this.retries.set(id, { timer, attempts });
     return wait;
   }
