@@ -80,10 +80,12 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     await enforcer.start();
     const created = path.join(tree.source, 'from-samba');
     sh('runuser', '-u', accounts.inUser.name, '--', 'mkdir', created);
-    // What the kernel made of it: the default ACL leaves no execute, so nobody could enter it.
-    const elapsed = await within(1000, () => modeOf(created) === '2770' && acl(created).includes('group:shuttle_samba_in_users:rwx'));
+    // The kernel gives it mode 2770, the named entry and the default ACL, but group::rw- from the default
+    // ACL, where the model wants group::rwx on directories as on source_path itself.
+    const elapsed = await within(1000, () => acl(created) === acl(path.join(tree.source, 'batch')));
     expect(elapsed).toBeLessThan(1000);
-    expect(acl(created)).toBe(acl(path.join(tree.source, 'batch')));
+    expect(modeOf(created)).toBe('2770');
+    expect(acl(created)).toContain('group::rwx');
     expect(statSync(created).uid).toBe(accounts.inUser.uid);
     expect(statSync(created).gid).toBe(accounts.gids.shuttle_owners);
 
@@ -92,7 +94,10 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     expect(corrections.length).toBeGreaterThan(0);
     const checks = corrections.map((line) => line.meta.check);
     expect(new Set(checks).size).toBe(checks.length);
-    expect(corrections.find((line) => line.meta.check === 'acl-entry-missing')?.meta).toMatchObject({ expected: 'group:shuttle_samba_in_users:rwx', found: '(none)' });
+    expect(corrections.find((line) => line.meta.check === 'acl-entry-permissions')?.meta).toMatchObject({ expected: 'group::rwx', found: 'group::rw-' });
+    // The uploader can enter the folder it made and put a file in it.
+    sh('runuser', '-u', accounts.inUser.name, '--', 'sh', '-c', `echo data > ${created}/inside.csv`);
+    expect(sh('cat', path.join(created, 'inside.csv'))).toBe('data\n');
   });
 
   it('corrects nested directories made at once (mkdir -p) and a file moved in with the wrong group and mode', async () => {
@@ -108,17 +113,23 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     await within(1000, () => ['a', 'a/b', 'a/b/c'].every((relative) => modeOf(path.join(tree.destination, relative)) === '2770'));
     expect(acl(nested)).toBe(acl(tree.destination));
     const moved = path.join(tree.source, 'report.csv');
-    await within(1000, () => statSync(moved).gid === accounts.gids.shuttle_owners && modeOf(moved) === '0640');
+    // It arrived 0755 without ACL: it gets the named entry of the default ACL (so the mask, and the group
+    // digit, become rw-), while the owner and the owning group lose execute and keep no more than they had.
+    await within(1000, () => statSync(moved).gid === accounts.gids.shuttle_owners && modeOf(moved) === '0660');
+    expect(acl(moved)).toBe('user::rw-,group::r--,group:shuttle_samba_in_users:rw-,mask::rw-,other::---');
     expect(sh('cat', moved)).toBe('data\n');
   });
 
   it('enforceFile and enforceDirectory correct a path on demand and return what they corrected', async () => {
     const file = path.join(tree.source, 'b.csv');
+    const aclBefore = acl(file);
     sh('chmod', '0775', file);
     sh('chgrp', 'users', file);
     const corrected = await enforcer.enforceFile(file);
     expect(corrected.map((f) => f.check).sort()).toEqual(['file-mode', 'group']);
     expect(modeOf(file)).toBe('0660');
+    // group::r-- stays r--: raising the mask back to rw- for the named entry gives the owning group nothing.
+    expect(acl(file)).toBe(aclBefore);
     expect(statSync(file).gid).toBe(accounts.gids.shuttle_owners);
     expect(await enforcer.enforceFile(file)).toEqual([]);
 
@@ -142,7 +153,7 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     expect(sh('stat', '-c', '%a %U:%G', '/etc/shadow')).toBe(before);
   });
 
-  it('applyAfterMove gives a moved file the directory group, mode 0660 and the directory default ACL', async () => {
+  it('applyAfterMove gives a moved file the directory group, mode 0660 and the directory default ACL, readable by the outbound group', async () => {
     const quarantined = path.join(tree.quarantine, 'item.data');
     writeFileSync(quarantined, 'clean bytes\n', { mode: 0o600 });
     sh('chgrp', 'root', quarantined);
@@ -151,20 +162,24 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     await enforcer.applyAfterMove(released);
     expect(modeOf(released)).toBe('0660');
     expect(statSync(released).gid).toBe(accounts.gids.shuttle_owners);
-    expect(acl(released)).toBe('user::rw-,group::rw-,other::---');
-    expect(sh('cat', released)).toBe('clean bytes\n');
+    // group:shuttle_out_users:r-X in the default ACL: read, never execute.
+    expect(acl(released)).toBe('user::rw-,group::rw-,group:shuttle_out_users:r--,mask::rw-,other::---');
+    expect(sh('runuser', '-u', accounts.outUser.name, '--', 'cat', released)).toBe('clean bytes\n');
+    expect(await enforcer.enforceFile(released)).toEqual([]);
   });
 
-  it('applyAfterMove carries named default entries onto the file, without execute', async () => {
+  it('applyAfterMove leaves a plain 0660 file where the default ACL names nobody, dropping entries it came with', async () => {
     await enforcer.close();
-    const extra = `permissions:\n  destination_path: { owner: root, group: shuttle_owners, mode: "2770", acl: ["group:shuttle_out_users:rwX"], default_acl: ["user::rw-", "group::rw-", "group:shuttle_out_users:r-X", "other::---"] }\n`;
+    const extra = `permissions:\n  destination_path: { owner: root, group: shuttle_owners, mode: "2770", acl: ["group:shuttle_out_users:rwX"], default_acl: ["user::rw-", "group::rw-", "other::---"] }\n`;
     enforcer = await makeEnforcer(extra);
-    sh('setfacl', '-d', '-m', 'group:shuttle_out_users:r-x', tree.destination);
-    const released = path.join(tree.destination, 'named.csv');
-    writeFileSync(path.join(tree.quarantine, 'named.data'), 'x', { mode: 0o600 });
-    sh('mv', path.join(tree.quarantine, 'named.data'), released);
+    sh('setfacl', '-d', '--set', 'user::rw-,group::rw-,other::---', tree.destination);
+    const quarantined = path.join(tree.quarantine, 'plain.data');
+    writeFileSync(quarantined, 'x', { mode: 0o600 });
+    sh('setfacl', '-m', `user:${accounts.outUser.name}:rwx`, quarantined);
+    const released = path.join(tree.destination, 'plain.csv');
+    sh('mv', quarantined, released);
     await enforcer.applyAfterMove(released);
-    expect(acl(released)).toBe('user::rw-,group::rw-,group:shuttle_out_users:r--,mask::rw-,other::---');
+    expect(acl(released)).toBe('user::rw-,group::rw-,other::---');
     expect(modeOf(released)).toBe('0660');
     expect(await enforcer.enforceFile(released)).toEqual([]);
   });

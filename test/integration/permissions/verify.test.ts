@@ -9,12 +9,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 
 import { NativeAclBackend, SetfaclBackend, type AclBackend } from '../../../src/permissions/acl-backend.js';
 import { verifyPermissions } from '../../../src/permissions/verify.js';
-import { createThrowawayUser, ensureModelAccounts, removeUser } from '../../helpers/accounts.js';
+import { createThrowawayUser, ensureModelAccounts, removeUser, type ModelAccounts } from '../../helpers/accounts.js';
 import { REPO_ROOT, SHUTTLE_BIN } from '../../helpers/daemon.js';
 import { buildModelTree, configOf, sh, snapshot, type ModelTree } from './model-tree.js';
 
+let accounts: ModelAccounts;
+
 beforeAll(() => {
-  ensureModelAccounts();
+  accounts = ensureModelAccounts();
 });
 
 interface Drift {
@@ -35,6 +37,8 @@ const DRIFTS: readonly Drift[] = [
   { name: 'an extra named ACL entry', apply: (t) => sh('setfacl', '-m', 'group:shuttle_out_users:r-x', t.source), at: (t) => t.source, check: 'acl-entry-extra' },
   { name: 'an extra user entry on the log directory', apply: (t) => sh('setfacl', '-m', 'user:shuttle_test_in:rwx', t.log), at: (t) => t.log, check: 'acl-entry-extra' },
   { name: 'a missing default ACL', apply: (t) => sh('setfacl', '-k', t.destination), at: (t) => t.destination, check: 'default-acl-missing' },
+  // Without it, files released from then on are unreadable through the outbound share.
+  { name: 'the outbound group missing from the default ACL', apply: (t) => sh('setfacl', '-d', '-x', 'group:shuttle_out_users', t.destination), at: (t) => t.destination, check: 'acl-entry-missing' },
   { name: 'an extra default ACL entry', apply: (t) => sh('setfacl', '-d', '-m', 'group:shuttle_samba_in_users:rwx', t.destination), at: (t) => t.destination, check: 'acl-entry-extra' },
   { name: 'a wrong mask', apply: (t) => sh('setfacl', '-m', 'mask::r-x', t.source), at: (t) => t.source, check: 'mask' },
   { name: 'a world-readable file', apply: (t) => sh('chmod', 'o+r', path.join(t.source, 'batch', 'a.csv')), at: (t) => path.join(t.source, 'batch', 'a.csv'), check: 'file-mode' },
@@ -42,6 +46,8 @@ const DRIFTS: readonly Drift[] = [
   { name: 'a file in another group', apply: (t) => sh('chgrp', 'users', path.join(t.destination, 'r.csv')), at: (t) => path.join(t.destination, 'r.csv'), check: 'group' },
   { name: 'an extra ACL entry on a file', apply: (t) => sh('setfacl', '-m', 'user:shuttle_test_out:rw-', path.join(t.destination, 'r.csv')), at: (t) => path.join(t.destination, 'r.csv'), check: 'acl-entry-extra' },
   { name: 'a subdirectory without setgid', apply: (t) => sh('chmod', 'g-s', path.join(t.source, 'batch')), at: (t) => path.join(t.source, 'batch'), check: 'setgid' },
+  // What a directory made in the share gets from the default ACL, until the enforcer corrects it.
+  { name: 'a subdirectory with the owning group of the default ACL', apply: (t) => sh('setfacl', '-m', 'group::rw-', path.join(t.source, 'batch')), at: (t) => path.join(t.source, 'batch'), check: 'acl-entry-permissions' },
   { name: 'a subdirectory without default ACL', apply: (t) => sh('setfacl', '-k', path.join(t.source, 'batch')), at: (t) => path.join(t.source, 'batch'), check: 'default-acl-missing' },
   { name: 'a world-readable key file', apply: (t) => sh('chmod', 'o+r', t.key), at: (t) => t.key, check: 'mode' },
   { name: 'the ledger without its named entry', apply: (t) => sh('setfacl', '-b', t.ledger), at: (t) => t.ledger, check: 'acl-entry-missing' },
@@ -108,6 +114,23 @@ describe.each(BACKENDS)('verify-permissions with the %s backend', (_name, makeBa
     expect(fixed.findings).toEqual([]);
     expect(snapshot(tree)).toBe(before);
     expect(sh('cat', path.join(tree.source, 'batch', 'a.csv'))).toBe('content\n');
+  });
+
+  it('gives a released file that lost the outbound group\'s entry its read access back, without execute', async () => {
+    const released = path.join(tree.destination, 'r.csv');
+    const readAsOutbound = (): string => sh('runuser', '-u', accounts.outUser.name, '--', 'cat', released);
+    expect(readAsOutbound()).toBe('content\n');
+    sh('setfacl', '-x', 'group:shuttle_out_users', released);
+    expect(readAsOutbound).toThrow();
+
+    const found = await verifyPermissions(configOf(tree), { fix: false, backend });
+    expect(found.findings.map((f) => `${f.path} ${f.check} ${f.expected}`)).toEqual([`${released} acl-entry-missing group:shuttle_out_users:r--`]);
+    const fixed = await verifyPermissions(configOf(tree), { fix: true, backend });
+    expect(fixed.findings).toEqual([]);
+    expect(sh('getfacl', '--omit-header', '--absolute-names', '--no-effective', released).trim().split('\n').join(',')).toBe(
+      'user::rw-,group::rw-,group:shuttle_out_users:r--,mask::rw-,other::---',
+    );
+    expect(readAsOutbound()).toBe('content\n');
   });
 
   it('reports a symlink in a data directory, never follows it, and --fix leaves it (exit 1)', async () => {

@@ -154,9 +154,20 @@ describe('systemd-tmpfiles --create --root with shuttle.tmpfiles.conf', () => {
       'default:mask::rwx',
       'default:other::---',
     ]);
-    expect(acl(at('/srv/shuttle/out'))).toContain(`group:${gids.shuttle_out_users}:rwx`);
-    expect(acl(at('/srv/shuttle/out'))).toContain('default:group::rw-');
-    expect(acl(at('/srv/shuttle/out'))).toContain(`default:group:${gids.shuttle_out_users}:r-x`);
+    // Released files are readable by the outbound group, never executable: r-X in a default ACL is r-x there,
+    // and a new file's mode takes the execute bit away.
+    expect(acl(at('/srv/shuttle/out'))).toEqual([
+      'user::rwx',
+      'group::rwx',
+      `group:${gids.shuttle_out_users}:rwx`,
+      'mask::rwx',
+      'other::---',
+      'default:user::rw-',
+      'default:group::rw-',
+      `default:group:${gids.shuttle_out_users}:r-x`,
+      'default:mask::rwx',
+      'default:other::---',
+    ]);
     expect(acl(at('/srv/shuttle/quarantine'))).toEqual(['user::rwx', 'group::rwx', 'other::---']);
     expect(acl(at('/etc/shuttle/ledger.yaml'))).toEqual(['user::rw-', 'group::r--', `group:${gids.shuttle_log_owners}:rw-`, 'mask::rw-', 'other::---']);
   });

@@ -15,8 +15,10 @@ describe('parseGetfaclOutput', () => {
       'group:2002:rwx',
       'mask::rwx',
       'other::---',
-      'default:user::rw-',
+      'default:user::rwx',
       'default:group::rw-',
+      'default:group:2002:rwx',
+      'default:mask::rwx',
       'default:other::---',
       '',
       '# file: /srv/in/a.csv',
@@ -24,6 +26,8 @@ describe('parseGetfaclOutput', () => {
       '# group: 2001',
       'user::rw-',
       'group::rw-',
+      'group:2002:rwx',
+      'mask::rw-',
       'other::---',
       '',
     ].join('\n');
@@ -31,9 +35,12 @@ describe('parseGetfaclOutput', () => {
     expect([...readings.keys()]).toEqual(['/srv/in', '/srv/in/a.csv']);
     expect(readings.get('/srv/in')).toEqual({
       access: [e('user_obj', 'rwx'), e('group_obj', 'rwx'), e('group', 'rwx', 2002), e('mask', 'rwx'), e('other', '')],
-      defaultAcl: [e('user_obj', 'rw'), e('group_obj', 'rw'), e('other', '')],
+      defaultAcl: [e('user_obj', 'rwx'), e('group_obj', 'rw'), e('group', 'rwx', 2002), e('mask', 'rwx'), e('other', '')],
     });
-    expect(readings.get('/srv/in/a.csv')?.defaultAcl).toEqual([]);
+    expect(readings.get('/srv/in/a.csv')).toEqual({
+      access: [e('user_obj', 'rw'), e('group_obj', 'rw'), e('group', 'rwx', 2002), e('mask', 'rw'), e('other', '')],
+      defaultAcl: [],
+    });
   });
 
   it('undoes getfacl\'s escapes: backslashes and control characters as octal', () => {
