@@ -78,9 +78,11 @@ describe('intake limits', () => {
     try {
       for (let index = 0; index < 4; index++) await fsp.writeFile(path.join(directories.source, `root-${index}.txt`), `root ${index}`);
       await waitFor(async () => (await released(directories.destination)).length === 2, 20_000, async () => `released: ${(await released(directories.destination)).join(', ')}\n${daemon.output().slice(-3000)}`);
-      const other = path.join(directories.source, 'other-user.txt');
-      await fsp.writeFile(other, 'from someone else');
-      execFileSync('chown', ['daemon', other]);
+      // Owned by the other uploader from the moment it appears, as a file written over Samba would be.
+      const staged = path.join(directories.root, 'other-user.txt');
+      await fsp.writeFile(staged, 'from someone else');
+      execFileSync('chown', ['daemon', staged]);
+      await fsp.rename(staged, path.join(directories.source, 'other-user.txt'));
       await waitFor(async () => (await released(directories.destination)).includes('other-user.txt'), 20_000, () => daemon.output());
       // The first uploader's bucket refills at 2 a minute: its last two are still waiting.
       expect((await listFiles(directories.source)).filter((name) => name.startsWith('root-'))).toHaveLength(2);
