@@ -2,7 +2,7 @@
 // the public key is exported to a file (what the daemon is configured with), the private key stays in the
 // test keyring and decrypts archives, as security staff would elsewhere.
 
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -36,7 +36,16 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.on('exit', () => {
-    for (const home of homes) rmSync(home, { recursive: true, force: true });
+    for (const home of homes) {
+      // A gpg-agent outlives its test process otherwise, each holding an inotify instance: enough of them
+      // and the daemons under test can no longer watch anything.
+      try {
+        execFileSync(GPGCONF, ['--homedir', home, '--kill', 'all'], { stdio: 'ignore', timeout: 5_000 });
+      } catch {
+        // No agent was started for this keyring.
+      }
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 }
 
@@ -76,6 +85,10 @@ export async function generateKeyPair(options: { encrypt?: boolean; name?: strin
   const secretKeyPath = path.join(home, 'hazard-secret.asc');
   await writeFile(publicKeyPath, (await gpg(['--armor', '--export', fingerprint])).stdout);
   await writeFile(secretKeyPath, (await gpg(['--armor', '--export-secret-keys', fingerprint])).stdout);
+  // No agent is left running between uses: test processes are not always given the chance to run their exit
+  // hooks, and every idle agent holds an inotify instance that the daemons under test need.
+  const stopAgent = (): Promise<unknown> => execFileAsync(GPGCONF, ['--homedir', home, '--kill', 'all']).catch(() => undefined);
+  await stopAgent();
 
   return {
     home,
@@ -83,10 +96,18 @@ export async function generateKeyPair(options: { encrypt?: boolean; name?: strin
     publicKeyPath,
     secretKeyPath,
     async decrypt(archivePath) {
-      return (await gpg(['--quiet', '--decrypt', archivePath], { maxBuffer: MAX_OUTPUT })).stdout;
+      try {
+        return (await gpg(['--quiet', '--decrypt', archivePath], { maxBuffer: MAX_OUTPUT })).stdout;
+      } finally {
+        await stopAgent();
+      }
     },
     async decryptToFile(archivePath, outputPath) {
-      await gpg(['--quiet', '--yes', '--output', outputPath, '--decrypt', archivePath]);
+      try {
+        await gpg(['--quiet', '--yes', '--output', outputPath, '--decrypt', archivePath]);
+      } finally {
+        await stopAgent();
+      }
     },
     async remove() {
       await execFileAsync(GPGCONF, ['--homedir', home, '--kill', 'all']).catch(() => undefined);
