@@ -71,8 +71,8 @@ const DEFAULT_MDATP_TIMEOUT_SECONDS = 300;
 const PIPELINE_DEFAULTS = {
   stability_window_seconds: 5,
   rescan_interval_seconds: 30,
-  intake_concurrency: 4,
-  scan_concurrency: 4,
+  intake_concurrency: 8,
+  scan_concurrency: 8,
   retry_base_seconds: 2,
   retry_max_seconds: 300,
   shutdown_timeout_seconds: 20,

@@ -1,5 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'winston';
 import { AuditLog } from './audit.js';
 import type { ShuttleConfig } from './config.js';
@@ -274,9 +275,12 @@ class Daemon {
       rescanIntervalMs: config.pipeline.rescanIntervalMs,
       logger,
       onEntry: (relativePath) => running.noticeSourcePath(relativePath),
+      // New folders in the inbound share get the model at once; files there are the pipeline's to take
+      // (and the periodic sweep's to correct while they wait), which spares a second watch of a busy tree.
+      onDirectory: (relativePath) => enforcer.notice(path.join(directories.source, relativePath)),
     });
     await watcher.start();
-    await enforcer.start();
+    await enforcer.start(['destination_path']);
 
     const statusServer = new StatusServer({
       socketPath: config.runtime.statusSocket,
@@ -452,6 +456,7 @@ class Daemon {
           filenames: compileFilenamePolicy(next.filenames),
         });
         writerChecker.setStabilityWindow(next.pipeline.stabilityWindowMs);
+        this.parts.watcher.setRescanInterval(next.pipeline.rescanIntervalMs);
       }
       this.config = next;
       if (sections.has('metrics')) {

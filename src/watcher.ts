@@ -60,6 +60,14 @@ export class SourceWatcher {
     this.rescanTimer.unref();
   }
 
+  /** A reloaded config's rescan interval; the next walk follows it. */
+  setRescanInterval(ms: number): void {
+    if (this.rescanTimer === null) return;
+    clearInterval(this.rescanTimer);
+    this.rescanTimer = setInterval(() => void this.rescan(), ms);
+    this.rescanTimer.unref();
+  }
+
   async close(): Promise<void> {
     if (this.rescanTimer !== null) clearInterval(this.rescanTimer);
     this.rescanTimer = null;

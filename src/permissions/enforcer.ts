@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { FSWatcher } from 'chokidar';
 import type { Logger } from 'winston';
 
-import type { ShuttleConfig } from '../config.js';
+import type { ManagedPathKey, ShuttleConfig } from '../config.js';
 import { itemIdOfReleaseTemporary } from '../item.js';
 import { watchTree } from '../tree-watch.js';
 import type { AclEntry } from '../native.js';
@@ -211,9 +211,9 @@ export class PermissionEnforcer {
   }
 
   /** Watches source_path and destination_path for new directories and files (chokidar, never following symlinks). */
-  async start(): Promise<void> {
+  async start(keys: readonly ManagedPathKey[] = ['source_path', 'destination_path']): Promise<void> {
     if (this.watcher !== null) return;
-    const roots = this.options.model.paths.filter((p) => p.key === 'source_path' || p.key === 'destination_path').map((p) => p.path);
+    const roots = this.options.model.paths.filter((p) => keys.includes(p.key)).map((p) => p.path);
     if (roots.length === 0) return;
     const watcher = (this.options.watch ?? watchSharedTrees)(roots);
     this.watcher = watcher;
