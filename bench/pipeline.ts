@@ -141,6 +141,7 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
       const status = await daemon.stop();
       if (status !== 0) throw new Error(`shuttle exited with ${status} after the run:\n${daemon.tail()}`);
       const leftInQuarantine = readdirSync(directories.quarantine).filter((name) => name.endsWith('.data'));
+      const leftInSource = readdirSync(directories.source);
       const strayInDestination = readdirSync(directories.destination).filter((name) => !watcher.released.has(name));
       const marks = stageMarks(path.join(directories.log, 'shuttle.log'));
       const intake: number[] = [];
@@ -150,8 +151,12 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
         if (mark?.quarantinedAt !== undefined) intake.push(mark.quarantinedAt - (performance.timeOrigin + (dropped.get(name) as number)));
         if (mark?.quarantinedAt !== undefined && mark.releasedAt !== undefined) scanAndRelease.push(mark.releasedAt - mark.quarantinedAt);
       }
-      if (leftInQuarantine.length > 0 || strayInDestination.length > 0) {
-        throw new Error(`after the run: ${leftInQuarantine.length} files still in quarantine, unexpected in destination: ${strayInDestination.slice(0, 5).join(', ')}`);
+      // A file released but still in source would be taken again after a restart: a duplicate.
+      if (leftInQuarantine.length > 0 || leftInSource.length > 0 || strayInDestination.length > 0) {
+        throw new Error(
+          `after the run: ${leftInQuarantine.length} files still in quarantine, ${leftInSource.length} still in source ` +
+            `(${leftInSource.slice(0, 5).join(', ')}), unexpected in destination: ${strayInDestination.slice(0, 5).join(', ')}`,
+        );
       }
       return {
         round,

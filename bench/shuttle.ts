@@ -70,6 +70,10 @@ export async function writeConfig(directories: ShuttleDirectories, settings: Shu
   ].join('\n');
   const file = path.join(directories.etc, 'shuttle.yaml');
   await writeFile(file, text);
+  // The daemon releases nothing with scanner versions that were never tested: record them, as an admin would.
+  await execFileAsync(process.execPath, [SHUTTLE_BIN, 'scanner-test', '--config', file]).catch((error: Error & { stdout?: string; stderr?: string }) => {
+    throw new Error(`shuttle scanner-test failed: ${error.message}\n${error.stdout ?? ''}${error.stderr ?? ''}`);
+  });
   return file;
 }
 
