@@ -197,7 +197,15 @@ class Daemon {
     const audit = await AuditLog.open(zone, directories.log, logger);
     const hazardDirectory = await zone.openDirectory(directories.hazard);
     const hazard = new HazardArchiver({ zone, hazardDirectory, keyPath: config.paths.hazardEncryptionKeyPath, logger });
-    await hazard.removeLeftovers(quarantine);
+    try {
+      await hazard.removeLeftovers(quarantine);
+    } catch (error) {
+      // A gpg the killed daemon left may still be writing there; the next start tries again.
+      logger.warn('could not remove everything an interrupted hazard archive left; trying again at the next start', {
+        error: (error as Error).message,
+        code: (error as NodeJS.ErrnoException).code,
+      });
+    }
 
     const metrics = new ShuttleMetrics({ version: packageVersion() });
     // Made once the pipeline exists; the limits report pauses to it from then on.

@@ -417,6 +417,13 @@ export class HazardArchiver {
     }
   }
 
+  /** For an archive published before a crash: its sidecar, written now if the crash came first. */
+  async ensureSidecar(item: ItemRecord, archiveName: string): Promise<string | null> {
+    const sidecarName = `${archiveName.slice(0, -'.gpg'.length)}.json`;
+    if ((await this.deps.hazardDirectory.list()).includes(sidecarName)) return sidecarName;
+    return this.writeSidecar(item, archiveName);
+  }
+
   private async writeSidecar(item: ItemRecord, archiveName: string): Promise<string | null> {
     const { zone, hazardDirectory, logger } = this.deps;
     const sidecar: HazardSidecar = {

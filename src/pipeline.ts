@@ -288,15 +288,15 @@ export class Pipeline {
       return;
     }
     this.retries.delete(item.id);
-    // The verdict counts once both the audit log and the journal hold it.
-    const audited = this.deps.audit.append(scannedEvent(item.id, verdict, reports));
+    // The audit record first: a crash between the two must never leave a verdict the audit log lacks.
+    await this.deps.audit.append(scannedEvent(item.id, verdict, reports));
     if (verdict.kind === 'suspect') {
-      await Promise.all([journal.append({ op: 'scanned', id: item.id, state: 'suspect', reports, signature: verdict.signature }), audited]);
+      await journal.append({ op: 'scanned', id: item.id, state: 'suspect', reports, signature: verdict.signature });
       this.counts.suspect++;
       this.deps.observer.scanned(item, verdict, reports);
       logger.error('suspect file found; encrypting it into the hazard archive', { id: item.id, path: item.relativePath, sha256: item.sha256, signature: verdict.signature });
     } else {
-      await Promise.all([journal.append({ op: 'scanned', id: item.id, state: 'clean', reports }), audited]);
+      await journal.append({ op: 'scanned', id: item.id, state: 'clean', reports });
       this.deps.observer.scanned(item, verdict, reports);
       logger.debug('clean', { id: item.id, path: item.relativePath, scanners: reports.map((report) => report.scanner) });
     }
@@ -341,15 +341,16 @@ export class Pipeline {
   private async archiveSuspect(item: ItemRecord): Promise<void> {
     const { quarantine, logger } = this.deps;
     const dataName = quarantineDataName(item.id);
+    // An archive published before a crash the journal never heard of: finish that one, never make a second.
+    const published = await this.findArchive(item.id);
+    if (published !== null) {
+      const sidecar = await this.deps.hazard.ensureSidecar(item, published);
+      await this.recordHazarded(item, published, sidecar);
+      await this.removeHazardPlaintext({ ...item, state: 'hazarded', archive: published });
+      return;
+    }
     if (!(await exists(quarantine.entry(dataName)))) {
-      // A crash after the archive was published and the plaintext removed, before the journal heard of it.
-      const archive = await this.findArchive(item.id);
-      if (archive === null) {
-        await this.fail(item, 'its quarantine copy is missing and no hazard archive holds it');
-        return;
-      }
-      await this.recordHazarded(item, archive, null);
-      await this.deps.journal.append({ op: 'done', id: item.id });
+      await this.fail(item, 'its quarantine copy is missing and no hazard archive holds it');
       return;
     }
     try {

@@ -179,6 +179,7 @@ export interface JournalItem {
   readonly id: string;
   readonly relativePath: string;
   readonly sha256: string;
+  readonly size: number;
   readonly state: string;
   readonly reason?: string;
 }
@@ -192,15 +193,15 @@ export async function readJournal(quarantine: string): Promise<Map<string, Journ
   const items = new Map<string, JournalItem>();
   const text = await fsp.readFile(path.join(quarantine, 'journal.jsonl'), 'utf8').catch(() => '');
   for (const line of text.split('\n')) {
-    let entry: { op?: string; id?: string; item?: { id: string; relativePath: string; sha256: string; state: string }; state?: string; reason?: string };
+    let entry: { op?: string; id?: string; item?: Omit<JournalItem, 'reason'> & { reason?: string }; state?: string; reason?: string };
     try {
       entry = JSON.parse(line) as typeof entry;
     } catch {
       continue;
     }
     if (entry.op === 'item' && entry.item) {
-      const { id, relativePath, sha256: hash, state } = entry.item;
-      items.set(id, { id, relativePath, sha256: hash, state, ...((entry.item as { reason?: string }).reason ? { reason: (entry.item as { reason?: string }).reason } : {}) });
+      const { id, relativePath, sha256: hash, size, state, reason } = entry.item;
+      items.set(id, { id, relativePath, sha256: hash, size, state, ...(reason === undefined ? {} : { reason }) });
       continue;
     }
     const known = entry.id === undefined ? undefined : items.get(entry.id);

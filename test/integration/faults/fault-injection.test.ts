@@ -29,6 +29,7 @@ import {
   describeAccounting,
   exists,
   faultSeed,
+  freeBytes,
   hashTree,
   mountTmpfs,
   openArchives,
@@ -67,6 +68,29 @@ afterAll(async () => {
   for (const mount of mounts.splice(0).reverse()) await unmount(mount).catch(() => undefined);
   await clamd?.stop();
 });
+
+/**
+ * Stop the daemon at the end of a scenario. It must exit 0; but when the scenario failed already, that
+ * failure is the one to report, not the status of a daemon stopped in the middle of it.
+ */
+async function stopAfter(daemon: RunningDaemon | null, scenarioFailed: boolean): Promise<void> {
+  if (daemon === null) return;
+  const status = await stopDaemon(daemon);
+  if (!scenarioFailed) expect(status, daemon.output().slice(-4000)).toBe(0);
+}
+
+/**
+ * A run that passed leaves nothing behind (a failed one keeps its directories for a look): some hundred
+ * megabytes per run would otherwise pile up in the temp directory.
+ */
+async function removePassed(directories: ShuttleDirectories): Promise<void> {
+  const mounted = mounts.indexOf(directories.destination);
+  if (mounted !== -1) {
+    await unmount(directories.destination);
+    mounts.splice(mounted, 1);
+  }
+  await fsp.rm(directories.root, { recursive: true, force: true });
+}
 
 /** Where each file ended up, from what the daemon left on disk once it stopped. */
 async function accountAfterStop(directories: ShuttleDirectories, pushed: readonly PlannedFile[], movedAway?: string): Promise<Accounting> {
@@ -196,6 +220,7 @@ describe('fault injection', () => {
     let killsDuringStartUp = 0;
     let daemon = startDaemon(config);
     const deadline = Date.now() + 150_000;
+    let scenarioFailed = true;
     try {
       while (producing || kills < MIN_KILLS) {
         if (Date.now() > deadline) throw new Error(`the kill schedule overran: ${kills} kills, producer ${producing ? 'still running' : 'done'}`);
@@ -214,10 +239,11 @@ describe('fault injection', () => {
       await producer;
       await daemon.waitForOutput(/shuttle started/, 60_000);
       await waitFor(() => pipelineIdle(directories), 150_000, () => describeProgress(directories, daemon));
+      scenarioFailed = false;
     } finally {
       stopProducing = true;
       await producer.catch(() => undefined);
-      expect(await stopDaemon(daemon)).toBe(0);
+      await stopAfter(daemon, scenarioFailed);
     }
 
     const accounting = await accountAfterStop(directories, pushed);
@@ -243,6 +269,7 @@ describe('fault injection', () => {
     expect(new Set(audit.filter((record) => record.event === 'released').map((record) => String(record.path)))).toEqual(new Set(await listFiles(directories.destination)));
     const archives = (await fsp.readdir(directories.hazard)).filter((name) => name.endsWith('.gpg'));
     expect(new Set(audit.filter((record) => record.event === 'hazarded').map((record) => String(record.archive)))).toEqual(new Set(archives));
+    await removePassed(directories);
   }, 300_000);
 
   it('clamd killed mid-stream and restarted: nothing is released while it is down, everything is once it is back', async () => {
@@ -255,6 +282,7 @@ describe('fault injection', () => {
     let daemon: RunningDaemon | null = null;
     const pushed: PlannedFile[] = [];
     let outages = 0;
+    let scenarioFailed = true;
     try {
       daemon = await startDaemonReady(config);
       const planned = planFiles(rng.derive('files'), { count: 100, eicarShare: 0.06, maxBytes: MiB, folders: ['scans', 'reports'], label: 'c' });
@@ -266,6 +294,8 @@ describe('fault injection', () => {
           pushed.push(file);
         }
       })();
+      // Awaited below; if an outage fails first, its error is the one reported.
+      producer.catch(() => undefined);
 
       const schedule = rng.derive('outages');
       for (let outage = 0; outage < 4; outage++) {
@@ -297,8 +327,9 @@ describe('fault injection', () => {
       }
       await producer;
       await waitFor(() => pipelineIdle(directories), 120_000, () => describeProgress(directories, daemon));
+      scenarioFailed = false;
     } finally {
-      if (daemon !== null) expect(await stopDaemon(daemon)).toBe(0);
+      await stopAfter(daemon, scenarioFailed);
       await scanner.stop();
     }
 
@@ -309,9 +340,10 @@ describe('fault injection', () => {
     expect(accounting.counts.hazarded).toBe(eicar);
     expect(accounting.counts.released).toBe(pushed.length - eicar);
     expect(outages).toBe(4);
+    await removePassed(directories);
   }, 180_000);
 
-  it('destination filesystem full: files wait whole in quarantine, nothing partial appears, all arrive once there is room', async (context) => {
+  it('destination filesystem full: files wait whole in quarantine or source, nothing partial appears, all arrive once there is room', async (context) => {
     const rng = random.derive('full destination');
     const directories = await makeDirectories();
     try {
@@ -337,42 +369,58 @@ describe('fault injection', () => {
     expect(totalBytes).toBeGreaterThan(12 * MiB);
 
     const daemon = await startDaemonReady(config);
+    let scenarioFailed = true;
     try {
       const pace = rng.derive('producer');
       for (const file of pushed) {
         await pushFile(directories.source, staging, file, pace.chance(0.5) ? 'in-place' : 'rename');
         await sleep(pace.int(0, 60));
       }
-      // Full: every file has left the source, what did not fit waits as clean, and the daemon said why.
+      // Full: the daemon said so (a release that hit ENOSPC, or intake waiting for space), nothing is being
+      // scanned, and nothing still waiting, in source or in quarantine, fits in what is left.
       await waitFor(
         async () => {
-          if ((await listFiles(directories.source)).length > 0) return false;
-          const states = [...(await readJournal(directories.quarantine)).values()].map((item) => item.state);
-          const full = (await readDaemonLog(directories.log)).some((record) => /^release failed/.test(record.message) && record.code === 'ENOSPC');
-          return full && states.length > 0 && states.every((state) => state === 'clean');
+          const log = await readDaemonLog(directories.log);
+          const short = log.some(
+            (record) => (/^release failed/.test(record.message) && record.code === 'ENOSPC') || (/^not taken yet/.test(record.message) && /space/.test(String(record.reason))),
+          );
+          if (!short) return false;
+          const items = [...(await readJournal(directories.quarantine)).values()];
+          if (items.some((item) => item.state !== 'clean')) return false;
+          const inSource = await Promise.all((await listFiles(directories.source)).map(async (name) => (await fsp.stat(path.join(directories.source, name))).size));
+          const waiting = [...items.map((item) => item.size), ...inSource].filter((size) => size > 0);
+          return waiting.length > 0 && (await freeBytes(directories.destination)) < Math.min(...waiting);
         },
         60_000,
         () => describeProgress(directories, daemon),
       );
 
-      // Look while nothing moves: every file is whole in destination, or whole in quarantine.
+      // Look while nothing moves: every file is whole in destination, in quarantine, in the hazard archive or
+      // still in source; nothing under a final name in destination is partial.
       daemon.signal('SIGSTOP');
       try {
         const visible = new Map([...(await hashTree(directories.destination))].filter(([name]) => !path.basename(name).startsWith('.')));
-        const waiting = [...(await readJournal(directories.quarantine)).values()].filter((item) => item.state === 'clean');
+        const inSource = await hashTree(directories.source);
+        const archived = await openArchives(directories.hazard, await sharedHazardKey());
         const wholeInQuarantine = new Set<string>();
-        for (const item of waiting) {
+        for (const item of (await readJournal(directories.quarantine)).values()) {
           const data = await fsp.readFile(path.join(directories.quarantine, `${item.id}.data`)).catch(() => null);
           if (data !== null && sha256(data) === item.sha256) wholeInQuarantine.add(`${item.relativePath}:${item.sha256}`);
         }
-        const bySha = new Map(pushed.map((file) => [file.relativePath, file.sha256]));
-        expect([...visible].filter(([name, entry]) => bySha.get(name) !== entry.sha256).map(([name]) => name)).toEqual([]);
-        const archived = (await fsp.readdir(directories.hazard)).filter((name) => name.endsWith('.gpg')).length;
-        const nowhere = pushed.filter((file) => !file.eicar && !visible.has(file.relativePath) && !wholeInQuarantine.has(`${file.relativePath}:${file.sha256}`));
-        expect(nowhere.map((file) => file.relativePath)).toEqual([]);
-        expect(waiting.length).toBeGreaterThan(0);
-        expect(archived).toBe(pushed.filter((file) => file.eicar).length);
-        console.log(`full destination: ${visible.size} of ${pushed.length} files released, ${waiting.length} waiting in quarantine`);
+        const pushedSha = new Map(pushed.map((file) => [file.relativePath, file.sha256]));
+        expect([...visible].filter(([name, entry]) => pushedSha.get(name) !== entry.sha256).map(([name]) => name)).toEqual([]);
+        const where = (file: PlannedFile): string | null => {
+          if (visible.get(file.relativePath)?.sha256 === file.sha256) return 'released';
+          if (archived.some((archive) => archive.relativePath === file.relativePath && archive.payloadSha256 === file.sha256)) return 'hazarded';
+          if (wholeInQuarantine.has(`${file.relativePath}:${file.sha256}`)) return 'quarantine';
+          if (inSource.get(file.relativePath)?.sha256 === file.sha256) return 'source';
+          return null;
+        };
+        const places = pushed.map(where);
+        expect(pushed.filter((_, index) => places[index] === null).map((file) => file.relativePath)).toEqual([]);
+        const waitingIn = (place: string): number => places.filter((found) => found === place).length;
+        expect(waitingIn('quarantine') + waitingIn('source')).toBeGreaterThan(0);
+        console.log(`full destination: ${waitingIn('released')} of ${pushed.length} files released, ${waitingIn('quarantine')} waiting in quarantine, ${waitingIn('source')} in source`);
       } finally {
         daemon.signal('SIGCONT');
       }
@@ -390,14 +438,16 @@ describe('fault injection', () => {
       // Room made by growing the filesystem: everything arrives.
       await resizeTmpfs(directories.destination, '64m');
       await waitFor(() => pipelineIdle(directories), 90_000, () => describeProgress(directories, daemon));
+      scenarioFailed = false;
     } finally {
-      expect(await stopDaemon(daemon)).toBe(0);
+      await stopAfter(daemon, scenarioFailed);
     }
 
     const accounting = await accountAfterStop(directories, pushed, movedAway);
     console.log(summary('full destination', accounting, `pushed ${pushed.length} files (${(totalBytes / MiB).toFixed(1)} MiB) into an 8 MiB destination`));
     await expectCleanEnd(directories, config, accounting);
     expect(accounting.counts.released).toBe(pushed.filter((file) => !file.eicar).length);
+    await removePassed(directories);
   }, 180_000);
 
   it('gpg failing for a while: suspect files are held as failed, owner-only, with a reason; clean files keep flowing', async () => {
@@ -426,6 +476,7 @@ describe('fault injection', () => {
 
     let daemon: RunningDaemon = await startDaemonReady(config, environment);
     let failedIds: string[] = [];
+    let scenarioFailed = true;
     try {
       await gpg.fail();
       const whileBroken = withEicar(planFiles(rng.derive('broken'), { count: 40, eicarShare: 0, maxBytes: 512 * 1024, folders: ['flowing'], label: 'b' }), 6, 'broken');
@@ -468,9 +519,10 @@ describe('fault injection', () => {
       daemon = await startDaemonReady(config, environment);
       await pushAll(withEicar([], 1, 'restarted'));
       await waitFor(() => pipelineIdle(directories), 90_000, () => describeProgress(directories, daemon));
+      scenarioFailed = false;
     } finally {
       await gpg.heal();
-      expect(await stopDaemon(daemon)).toBe(0);
+      await stopAfter(daemon, scenarioFailed);
     }
 
     const accounting = await accountAfterStop(directories, pushed);
@@ -480,5 +532,6 @@ describe('fault injection', () => {
     expect(held.map((item) => item.id).sort()).toEqual([...failedIds].sort());
     for (const item of held) expect((await fsp.stat(path.join(directories.quarantine, `${item.id}.data`))).mode & 0o777).toBe(0o600);
     expect(accounting.counts).toEqual({ released: pushed.filter((file) => !file.eicar).length, hazarded: 4, failed: 6, 'left in source': 0 });
+    await removePassed(directories);
   }, 180_000);
 });
