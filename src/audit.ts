@@ -189,6 +189,8 @@ export class AuditLog {
   }
 
   private async flushLoop(): Promise<void> {
+    // Records appended in the same turn of the event loop (detected and quarantined, say) share a flush.
+    await Promise.resolve();
     while (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
