@@ -41,6 +41,8 @@ const STATUS_REFRESH_MS = 2_000;
  * events catch new entries at once; this catches what no event reports (a chmod or setfacl on an old entry).
  */
 const PERMISSION_SWEEP_MS = 10 * 60_000;
+/** The first sweep (drift from while the daemon was down) waits until start-up work has settled. */
+const FIRST_SWEEP_MS = 60_000;
 /** How long start-up waits for each scanner's version before going on without it. */
 const VERSION_PROBE_TIMEOUT_MS = 10_000;
 
@@ -153,6 +155,7 @@ class SignalRouter {
 class Daemon {
   private statusTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
+  private firstSweep: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
   private reloading: Promise<void> = Promise.resolve();
 
@@ -351,8 +354,7 @@ class Daemon {
     notifier.ready(systemdStatusLine(status.snapshot()));
     this.statusTimer = setInterval(() => this.refreshStatus(), STATUS_REFRESH_MS);
     this.statusTimer.unref();
-    // What changed while the daemon was down is found by a first sweep, in the background.
-    this.sweepPermissions();
+    this.firstSweep = setTimeout(() => this.sweepPermissions(), FIRST_SWEEP_MS).unref();
     this.sweepTimer = setInterval(() => this.sweepPermissions(), PERMISSION_SWEEP_MS);
     this.sweepTimer.unref();
     signals.handleReloads(() => {
@@ -364,10 +366,12 @@ class Daemon {
     notifier.stopping('stopping: finishing the files in flight');
     if (this.statusTimer !== null) clearInterval(this.statusTimer);
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    if (this.firstSweep !== null) clearTimeout(this.firstSweep);
     await this.reloading;
-    await this.sweeping;
     await watcher.close();
+    // Closing the enforcer also cuts a permission sweep short.
     await enforcer.close();
+    await this.sweeping;
     const outcome = await pipeline.stop(this.config.pipeline.shutdownTimeoutMs);
     await this.parts.textfile?.stop();
     await statusServer.close();

@@ -328,9 +328,9 @@ export class HazardArchiver {
    * (handed over as an open descriptor) straight into gpg's input pipe, and gpg writes the ciphertext into
    * `target` by descriptor. Meanwhile the same bytes are hashed here, and must be the ones taken at intake.
    *
-   * gpg is started before this archive's turn to encrypt comes: it loads the key and then waits for input
-   * while another archive encrypts. The turn (an encryption slot) starts the bytes flowing and ends when gpg
-   * has written its last byte.
+   * gpg and cat are started before this archive's turn to encrypt comes: gpg loads the key and both wait
+   * for the header while another archive encrypts. The turn (an encryption slot) starts the bytes flowing
+   * and ends when gpg has written its last byte.
    */
   private async runGpg(
     item: ItemRecord,
@@ -350,34 +350,34 @@ export class HazardArchiver {
       reject: false,
       env: keyring.env(),
     });
+    let joiner;
+    try {
+      // cat reads the header from its input before the file: until the header comes, nothing flows.
+      joiner = execa(JOIN_COMMAND, ['-', '/dev/fd/3'], {
+        stdio: ['pipe', gpg.stdin, 'pipe', descriptor(source.fd)],
+        cancelSignal: signal,
+        reject: false,
+        env: { LC_ALL: 'C' },
+      });
+    } finally {
+      // gpg's input is now cat's alone: gpg sees its end when cat exits (or if cat never started).
+      gpg.stdin.destroy();
+    }
     let release: () => void;
     try {
       release = await this.encryptionSlots.acquire(signal);
     } catch {
-      // Only an abort ends the wait; the same signal stops gpg before it has read a byte.
-      gpg.stdin.destroy();
-      await gpg;
+      // Only an abort ends the wait, and the same signal stops cat and gpg before a byte of the file moved.
+      await Promise.all([joiner, gpg]);
       throw new HazardError(item.id, 'encrypt', 'aborted while waiting to encrypt; the plaintext stays in quarantine');
     }
     clock.lap('queuedMs');
     let hashed: { sha256: string | null; error: unknown };
-    let joined: Awaited<ReturnType<typeof execa>>;
+    let joined: Awaited<typeof joiner>;
     let encrypted: Awaited<typeof gpg>;
     let before: Stats;
     try {
       before = await source.stat();
-      let joiner;
-      try {
-        joiner = execa(JOIN_COMMAND, ['-', '/dev/fd/3'], {
-          stdio: ['pipe', gpg.stdin, 'pipe', descriptor(source.fd)],
-          cancelSignal: signal,
-          reject: false,
-          env: { LC_ALL: 'C' },
-        });
-      } finally {
-        // gpg's input is now cat's alone: gpg sees its end when cat exits (or if cat never started).
-        gpg.stdin.destroy();
-      }
       joiner.stdin.end(Buffer.from(`${JSON.stringify(header)}\n`, 'utf8'));
       const hashing = hashExactly(source, item.size, signal).then(
         (sha256) => ({ sha256, error: null }),

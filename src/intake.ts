@@ -57,6 +57,8 @@ export interface IntakeGate {
 
 /** Copies finished files from source_path into quarantine, hashing them in the same read, then removes the source. */
 export class Intake {
+  /** Inodes being copied now, by dev:ino. */
+  private readonly inFlight = new Set<string>();
   /** Sources copied and recorded whose removal failed: never take the same bytes twice. */
   private readonly unremovedSources = new Map<string, string>();
 
@@ -88,13 +90,31 @@ export class Intake {
     try {
       linkStats = lstatSync(directory.entry(name), { bigint: true });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'gone' };
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        // A name that is not valid UTF-8 reaches us with U+FFFD in place of its bytes and cannot be opened
+        // by that name: it stays where it is, and says so, rather than vanishing from view.
+        if (name.includes('\uFFFD')) return { kind: 'refused', reason: 'its name is not valid UTF-8; rename it' };
+        return { kind: 'gone' };
+      }
       throw error;
     }
     const refusal = refusalFor(linkStats);
     if (refusal === 'directory') return { kind: 'gone' };
     if (refusal !== null) return { kind: 'refused', reason: refusal };
 
+    // The same inode under a second path (its directory renamed while it was being copied): one intake
+    // at a time, so its bytes are never taken twice.
+    const inode = `${linkStats.dev}:${linkStats.ino}`;
+    if (this.inFlight.has(inode)) return { kind: 'deferred', retryInMs: 0, reason: 'being taken under another path' };
+    this.inFlight.add(inode);
+    try {
+      return await this.admitAndCopy(directory, name, paths, linkStats, signal);
+    } finally {
+      this.inFlight.delete(inode);
+    }
+  }
+
+  private async admitAndCopy(directory: VerifiedDirectory, name: string, paths: ItemPaths, linkStats: BigIntStats, signal: AbortSignal): Promise<IntakeOutcome> {
     const { limits } = this.deps;
     if (limits === undefined) return this.openAndCopy(directory, name, paths, linkStats, signal);
     const admission = await limits.admit({ size: Number(linkStats.size), uploaderUid: Number(linkStats.uid) });
@@ -223,7 +243,8 @@ function refusalFor(stats: BigIntStats): string | 'directory' | null {
   if (stats.isSocket()) return 'it is a socket';
   if (stats.isBlockDevice() || stats.isCharacterDevice()) return 'it is a device node';
   if (!stats.isFile()) return 'it is not a regular file';
-  if (stats.nlink > 1n) return `it has ${stats.nlink} hard links`;
+  // No count in the reason: it is logged once per reason, and a count that changes would log it again.
+  if (stats.nlink > 1n) return 'it has more than one hard link';
   return null;
 }
 

@@ -4,7 +4,9 @@
  * for one file coalesce into at most one extra pass.
  */
 export class KeyedQueue<K> {
-  private readonly waiting: K[] = [];
+  /** Keys in arrival order from `head` on; shift() would be O(n) with a hundred thousand waiting. */
+  private waiting: K[] = [];
+  private head = 0;
   private readonly queued = new Set<K>();
   private readonly running = new Set<K>();
   private readonly rerun = new Set<K>();
@@ -30,7 +32,7 @@ export class KeyedQueue<K> {
   }
 
   get pending(): number {
-    return this.waiting.length;
+    return this.waiting.length - this.head;
   }
 
   get active(): number {
@@ -46,7 +48,8 @@ export class KeyedQueue<K> {
   /** Take no more work; what is running carries on. */
   close(): void {
     this.closed = true;
-    this.waiting.length = 0;
+    this.waiting = [];
+    this.head = 0;
     this.queued.clear();
     this.rerun.clear();
     this.settleIfIdle();
@@ -54,13 +57,17 @@ export class KeyedQueue<K> {
 
   /** Resolves when nothing is running or waiting. */
   whenIdle(): Promise<void> {
-    if (this.running.size === 0 && this.waiting.length === 0) return Promise.resolve();
+    if (this.running.size === 0 && this.pending === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   private pump(): void {
-    while (this.running.size < this.concurrency && this.waiting.length > 0) {
-      const key = this.waiting.shift() as K;
+    while (this.running.size < this.concurrency && this.pending > 0) {
+      const key = this.waiting[this.head++] as K;
+      if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+        this.waiting = this.waiting.slice(this.head);
+        this.head = 0;
+      }
       this.queued.delete(key);
       this.running.add(key);
       void this.run(key);
@@ -80,7 +87,7 @@ export class KeyedQueue<K> {
   }
 
   private settleIfIdle(): void {
-    if (this.running.size > 0 || this.waiting.length > 0) return;
+    if (this.running.size > 0 || this.pending > 0) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     waiters.forEach((resolve) => resolve());

@@ -58,6 +58,10 @@ export function checkContentEntry(contents: ContentsModel, actual: Inspection, a
   if (actual.type === 'special' || actual.acl === null) {
     return [drift(subject, 'special-file', 'regular files and directories only', TYPE_WORDS.special ?? 'special file', 'high', false)];
   }
+  // Changing it would change every other name of the inode too, possibly one outside the managed tree.
+  if (actual.type === 'file' && actual.nlink > 1) {
+    return [drift(subject, 'hard-link', 'one name per file', `${actual.nlink} hard links (left alone)`, 'high', false)];
+  }
 
   const findings: Finding[] = [];
   if (actual.gid !== contents.group.id) {

@@ -19,6 +19,7 @@ export type FindingCheck =
   | 'default-acl-extra'
   | 'symlink'
   | 'special-file'
+  | 'hard-link'
   | 'account-missing'
   | 'login-shell'
   | 'extra-group'

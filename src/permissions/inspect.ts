@@ -14,6 +14,8 @@ export interface PathState {
   readonly type: EntryType;
   readonly dev: number;
   readonly ino: number;
+  /** Names the inode has; a file with more than one may be reachable from outside the managed tree. */
+  readonly nlink: number;
   readonly uid: number;
   readonly gid: number;
   /** st_mode & 0o7777: permission and special bits. */
@@ -53,6 +55,7 @@ function stateOf(target: string, stats: Stats, acl: AclReading | null): PathStat
     type: entryTypeOf(stats),
     dev: stats.dev,
     ino: stats.ino,
+    nlink: stats.nlink,
     uid: stats.uid,
     gid: stats.gid,
     mode: stats.mode & 0o7777,

@@ -20,6 +20,8 @@ export interface ScanOptions {
   readonly contents: boolean;
   /** Called with the plan for each path that has fixable findings; absent means report only. */
   readonly fix?: (plan: FixPlan) => Promise<void>;
+  /** Ends the walk early (the daemon stopping); what was found so far is returned. */
+  readonly signal?: AbortSignal;
 }
 
 export interface ScanResult {
@@ -57,6 +59,7 @@ export async function scanModel(model: PermissionModel, accounts: AccountsSnapsh
       }
       // Let timers and I/O in between batches: the daemon may run this on a large tree.
       await yieldToEventLoop();
+      if (options.signal?.aborted) return { findings, pathsChecked };
     }
   }
   return { findings, pathsChecked };

@@ -81,6 +81,7 @@ export function state(target: string, fields: Partial<Omit<PathState, 'status' |
     path: target,
     dev: 1,
     ino: inode++,
+    nlink: 1,
     uid: 0,
     gid: 0,
     mode,
