@@ -37,8 +37,6 @@ export class SourceWatcher {
   private watchLimitLogged = false;
   /** Directories (relative paths) present at start or reported since. */
   private readonly knownDirectories = new Set<string>();
-  /** The first walk records what is there at start without reporting it. */
-  private baselineTaken = false;
 
   constructor(private readonly options: SourceWatcherOptions) {}
 
@@ -89,7 +87,6 @@ export class SourceWatcher {
     await this.walk(this.options.root, seen);
     // Forget directories that are gone, so that one coming back under the same name is reported again.
     for (const known of this.knownDirectories) if (!seen.has(known)) this.knownDirectories.delete(known);
-    this.baselineTaken = true;
   }
 
   private directoryAppeared(relativePath: string): void {
@@ -115,8 +112,9 @@ export class SourceWatcher {
       // Dirent types come from getdents: a symlink to a directory is a symlink, not a directory.
       if (entry.isDirectory()) {
         seen.add(relative);
-        if (this.baselineTaken) this.directoryAppeared(relative);
-        else this.knownDirectories.add(relative);
+        // Those already there at start are reported too: made while the daemon was down, they need the
+        // permission model as much as new ones.
+        this.directoryAppeared(relative);
         await this.walk(full, seen);
       } else {
         this.options.onEntry(relative);
