@@ -11,13 +11,17 @@
 // the gain comes from hiding the fsyncs and the secure removal behind the next encryption, not from a second
 // core running a second gpg.
 //
-// Every row runs BENCH_ROUNDS times, in a rotating order, on fresh copies; the figures are medians.
+// Every row runs BENCH_ROUNDS times on fresh copies; the figures are medians. Within a round the two rows of
+// the ratio run back to back, the first one alternating, so both see the same machine; the ratio is taken
+// per round and its median reported. Each run also reports how much CPU other processes took meanwhile (in
+// % of one core): on a shared machine, runs where that is high measure the neighbours, not this code.
 //
 //   npm run bench:hazard            (BENCH_DIR=/some/disk to work elsewhere than the system temp directory)
+//   BENCH_ROWS=plain,inFlight       only those rows (names as in ROWS below)
 
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { readFileSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -47,6 +51,8 @@ const ROWS: Record<RowName, string> = {
   inFlight: `archive(), ${IN_FLIGHT} in flight, 1 gpg at a time`,
 };
 
+const selectedRows = process.env.BENCH_ROWS === undefined ? null : process.env.BENCH_ROWS.split(',').map((row) => row.trim());
+
 interface Directories {
   readonly samples: string;
   readonly quarantine: string;
@@ -55,6 +61,8 @@ interface Directories {
 }
 
 async function main(): Promise<void> {
+  const unknown = selectedRows?.filter((row) => !(row in ROWS)) ?? [];
+  if (unknown.length > 0) throw new Error(`BENCH_ROWS: no row named ${unknown.join(', ')}; the rows are ${Object.keys(ROWS).join(', ')}`);
   const work = await fsp.realpath(await fsp.mkdtemp(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'shuttle-bench-hazard-')));
   try {
     const directories: Directories = { samples: path.join(work, 'samples'), quarantine: path.join(work, 'quarantine'), hazard: path.join(work, 'hazard'), plain: path.join(work, 'plain') };
@@ -65,14 +73,18 @@ async function main(): Promise<void> {
     console.log(`hazard benchmark: ${FILES} files of ${FILE_MIB} MiB (${totalMiB} MiB), ${ROUNDS} rounds, gpg ${await gpgVersion()}, ${os.cpus().length} CPUs, in ${work}`);
 
     const seconds: Record<RowName, number[]> = { plain: [], sharedKeyring: [], durable: [], oneAtATime: [], inFlight: [] };
+    const foreign: Record<RowName, number[]> = { plain: [], sharedKeyring: [], durable: [], oneAtATime: [], inFlight: [] };
     const stages: Record<'oneAtATime' | 'inFlight', HazardStageTimings[]> = { oneAtATime: [], inFlight: [] };
-    const order = Object.keys(ROWS) as RowName[];
+    const order = (Object.keys(ROWS) as RowName[]).filter((row) => selectedRows === null || selectedRows.includes(row));
     for (let round = 0; round < ROUNDS; round++) {
-      const rotated = [...order.slice(round % order.length), ...order.slice(0, round % order.length)];
-      for (const row of rotated) {
+      const pair: RowName[] = round % 2 === 0 ? ['plain', 'inFlight'] : ['inFlight', 'plain'];
+      const others: RowName[] = ['sharedKeyring', 'durable', 'oneAtATime'];
+      const rotated = [...others.slice(round % others.length), ...others.slice(0, round % others.length)];
+      for (const row of [...pair, ...rotated].filter((name) => order.includes(name))) {
         // Each run starts from fresh quarantine copies and a clean page cache, so no run pays for another's writeback.
         const copies = await copyIntoQuarantine(samples, directories.quarantine);
         await settle();
+        const cpuBefore = cpuSnapshot();
         let elapsed: number;
         if (row === 'plain') elapsed = await timePlainGpg(copies, keyPath, directories.plain, { sharedKeyring: false, durable: false });
         else if (row === 'sharedKeyring') elapsed = await timePlainGpg(copies, keyPath, directories.plain, { sharedKeyring: true, durable: false });
@@ -82,6 +94,7 @@ async function main(): Promise<void> {
           elapsed = result.seconds;
           stages[row].push(...result.stages);
         }
+        foreign[row].push(foreignCpuPercent(cpuBefore, cpuSnapshot()));
         seconds[row].push(elapsed);
         await emptyDirectory(directories.quarantine);
         await emptyDirectory(directories.hazard);
@@ -92,24 +105,28 @@ async function main(): Promise<void> {
     const rate = (value: number) => `${(totalMiB / value).toFixed(0)} MiB/s`;
     for (const row of order) {
       const value = median(seconds[row]);
-      console.log(`${ROWS[row].padEnd(46)} ${value.toFixed(2)} s  ${rate(value).padStart(9)}   runs: ${seconds[row].map((s) => s.toFixed(2)).join(' ')}`);
+      const runs = seconds[row].map((run, index) => `${run.toFixed(2)} (${(foreign[row][index] ?? 0).toFixed(0)}%)`).join(' ');
+      console.log(`${ROWS[row].padEnd(46)} ${value.toFixed(2)} s  ${rate(value).padStart(9)}   runs (others' CPU): ${runs}`);
     }
     console.log('per file, median ms (one call at a time | in flight):');
-    for (const stage of Object.keys(stages.oneAtATime[0] ?? {}) as (keyof HazardStageTimings)[]) {
+    for (const stage of Object.keys(stages.oneAtATime[0] ?? stages.inFlight[0] ?? {}) as (keyof HazardStageTimings)[]) {
       const of = (list: HazardStageTimings[]) => median(list.map((timing) => timing[stage])).toFixed(0).padStart(5);
       console.log(`  ${stage.padEnd(10)} ${of(stages.oneAtATime)} | ${of(stages.inFlight)}`);
     }
     const ratios = (row: RowName, baseline: RowName) => seconds[row].map((value, round) => value / (seconds[baseline][round] ?? Number.NaN));
-    const show = (row: RowName, baseline: RowName) => {
+    const show = (label: string, row: RowName, baseline: RowName) => {
+      if (!order.includes(row) || !order.includes(baseline)) return;
       const values = ratios(row, baseline);
-      return `${median(values).toFixed(2)}x (runs: ${values.map((value) => value.toFixed(2)).join(' ')})`;
+      console.log(`${label.padEnd(44)} ${median(values).toFixed(2)}x (runs: ${values.map((value) => value.toFixed(2)).join(' ')})`);
     };
-    console.log(`ratio archive in flight / plain gpg         ${show('inFlight', 'plain')}`);
-    console.log(`ratio archive in flight / one keyring       ${show('inFlight', 'sharedKeyring')}`);
-    console.log(`ratio archive in flight / gpg+guarantees    ${show('inFlight', 'durable')}`);
-    console.log(`ratio archive one at a time / plain gpg     ${show('oneAtATime', 'plain')}`);
-    const counted = median(ratios('inFlight', 'plain'));
-    console.log(`target ${TARGET_RATIO}x against plain gpg: ${counted <= TARGET_RATIO ? 'met' : 'missed'} (${counted.toFixed(2)}x)`);
+    show('ratio archive in flight / plain gpg', 'inFlight', 'plain');
+    show('ratio archive in flight / one keyring', 'inFlight', 'sharedKeyring');
+    show('ratio archive in flight / gpg+guarantees', 'inFlight', 'durable');
+    show('ratio archive one at a time / plain gpg', 'oneAtATime', 'plain');
+    if (order.includes('inFlight') && order.includes('plain')) {
+      const counted = median(ratios('inFlight', 'plain'));
+      console.log(`target ${TARGET_RATIO}x against plain gpg: ${counted <= TARGET_RATIO ? 'met' : 'missed'} (${counted.toFixed(2)}x)`);
+    }
   } finally {
     await execFileAsync('gpgconf', ['--homedir', path.join(work, 'keys'), '--kill', 'all']).catch(() => undefined);
     await fsp.rm(work, { recursive: true, force: true });
@@ -237,6 +254,33 @@ async function copyIntoQuarantine(samples: readonly Sample[], quarantinePath: st
 
 async function emptyDirectory(directory: string): Promise<void> {
   for (const name of await fsp.readdir(directory)) await fsp.rm(path.join(directory, name), { recursive: true, force: true });
+}
+
+interface CpuSnapshot {
+  /** Jiffies of all CPUs, and how many of them were not idle. */
+  readonly total: number;
+  readonly busy: number;
+  /** This process and the children it has waited for, in jiffies (USER_HZ, 100 a second on Linux). */
+  readonly own: number;
+}
+
+function cpuSnapshot(): CpuSnapshot {
+  const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = fields.reduce((sum, value) => sum + value, 0);
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
+  // /proc/self/stat after the command name: utime is field 14, stime 15, cutime 16, cstime 17 (proc(5)).
+  const self = (readFileSync('/proc/self/stat', 'utf8').split(') ')[1] ?? '').split(' ').map(Number);
+  const children = (self[13] ?? 0) + (self[14] ?? 0);
+  const usage = process.cpuUsage();
+  return { total, busy: total - idle, own: children + (usage.user + usage.system) / 10_000 };
+}
+
+/** CPU that other processes used between two snapshots, in % of one core (kernel writeback counts as other). */
+function foreignCpuPercent(before: CpuSnapshot, after: CpuSnapshot): number {
+  const elapsed = after.total - before.total;
+  if (elapsed <= 0) return 0;
+  const others = Math.max(0, after.busy - before.busy - (after.own - before.own));
+  return (100 * os.cpus().length * others) / elapsed;
 }
 
 async function settle(): Promise<void> {
