@@ -194,7 +194,7 @@ describe('shuttle run with a real clamd', () => {
     for (const [name, reason] of [
       ['link.txt', 'symbolic link'],
       ['linked-dir', 'symbolic link'],
-      ['hard.txt', 'hard links'],
+      ['hard.txt', 'more than one hard link'],
       ['pipe', 'FIFO'],
     ] as const) {
       const lines = output.split('\n').filter((line) => line.includes('left in source') && line.includes(`/${name} `));
