@@ -277,6 +277,7 @@ class Daemon {
       ledger,
       observer: status,
       filenames: compileFilenamePolicy(config.filenames),
+      onStaysInSource: (fullPath) => enforcer.notice(fullPath),
     });
     await pipeline.recover();
 

@@ -62,6 +62,11 @@ export interface PipelineDependencies {
   readonly observer: PipelineObserver;
   /** Which source names are taken, and under what name they are released. */
   readonly filenames: FilenamePolicy;
+  /**
+   * A file that stays in source_path for now (refused, or waiting for a limit or a rename), by full path:
+   * the permission enforcer corrects its group and mode while it waits.
+   */
+  readonly onStaysInSource?: (fullPath: string) => void;
 }
 
 /** What a reload may change. */
@@ -181,6 +186,7 @@ export class Pipeline {
       // An upload in progress under a client's temporary name; its writer renames it when done.
       if (!this.temporaryNames.has(relativePath)) {
         this.temporaryNames.add(relativePath);
+        this.deps.onStaysInSource?.(fullPath);
         logger.debug('left in source until renamed: a temporary upload name', { path: fullPath, pattern: name.pattern });
       }
       return;
@@ -226,6 +232,7 @@ export class Pipeline {
     if (this.refusals.get(relativePath) === reason) return;
     this.refusals.set(relativePath, reason);
     const fullPath = path.join(this.deps.sourceRoot, relativePath);
+    this.deps.onStaysInSource?.(fullPath);
     this.deps.logger.warn('left in source', { path: fullPath, reason });
     this.counts.rejected++;
     this.deps.observer.rejected(fullPath, reason);
@@ -248,6 +255,7 @@ export class Pipeline {
     timer.unref();
     this.deferred.set(relativePath, { timer, attempts });
     if (attempts === 1 || attempts % 20 === 0) this.deps.logger.debug('waiting', { path: relativePath, reason, attempts });
+    if (attempts === 1) this.deps.onStaysInSource?.(path.join(this.deps.sourceRoot, relativePath));
   }
 
   private async advanceItem(id: string): Promise<void> {

@@ -73,6 +73,29 @@ describe('permission enforcement in the daemon', () => {
     }
   });
 
+  it('corrects the group and mode of a file that waits in source_path', async () => {
+    const directories = await makeDirectories();
+    const config = await writeConfig(directories, { clamdSocket: clamd.socketPath });
+    const daemon = await startDaemonReady(config);
+    try {
+      // An upload under a temporary name waits for its client to rename it; meanwhile it must not stay
+      // open to others or in a foreign group.
+      const staged = path.join(directories.root, 'report.tmp');
+      await fsp.writeFile(staged, 'half an upload');
+      await fsp.chmod(staged, 0o666);
+      execFileSync('chgrp', ['daemon', staged]);
+      const waiting = path.join(directories.source, 'report.tmp');
+      await fsp.rename(staged, waiting);
+      await waitFor(async () => {
+        const stats = await fsp.lstat(waiting);
+        return (stats.mode & 0o777) === 0o660 && stats.gid === (await fsp.lstat(directories.source)).gid;
+      }, 10_000, () => daemon.output());
+      expect(await fsp.readFile(waiting, 'utf8')).toBe('half an upload');
+    } finally {
+      expect(await stopDaemon(daemon)).toBe(0);
+    }
+  });
+
   it('refuses to start (exit 2) when the model names a group that does not exist, naming it', async () => {
     const directories = await makeDirectories();
     const permissions = defaultTestPermissions().map((line) =>
