@@ -43,7 +43,7 @@ export interface RecentError {
   readonly code?: string;
 }
 
-/** What the running daemon is doing; the lead's snapshot() callback builds it on every request. */
+/** What the running daemon is doing; the daemon's snapshot() callback builds it on every request. */
 export interface StatusSnapshot {
   readonly version: string;
   readonly pid: number;
