@@ -10,7 +10,7 @@
 // cut back off the file and the chain continues from the last durable record.
 
 import { createHash } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from 'winston';
 import type { ScanReport, Verdict } from './scanners/scanner.js';
@@ -158,7 +158,7 @@ export class AuditLog {
       for (const repair of repairs) await log.append(repair);
       return log;
     } catch (error) {
-      if (ownsDirectory) await directory.close();
+      if (ownsDirectory) directory.close();
       throw error;
     }
   }
@@ -185,7 +185,7 @@ export class AuditLog {
     await this.file?.handle.close();
     this.file = null;
     this.logger.info('audit log closed', { seq: this.durable.seq, hash: this.durable.hash });
-    if (this.ownsDirectory) await this.directory.close();
+    if (this.ownsDirectory) this.directory.close();
   }
 
   private async flushLoop(): Promise<void> {
@@ -231,7 +231,7 @@ export class AuditLog {
     }
     const data = Buffer.from(lines.join(''), 'utf8');
     try {
-      await writeFully(file.handle, data, file.size);
+      writeFully(file.handle, data, file.size);
       await file.handle.datasync();
     } catch (error) {
       await this.cutBack(file, error as Error);
@@ -268,7 +268,7 @@ export class AuditLog {
       if (created) {
         await handle.chmod(AUDIT_FILE_MODE);
         // The new name must survive a crash before any record in it counts as durable.
-        await this.directory.handle.sync();
+        await this.directory.sync();
       }
       const previous = this.file;
       this.file = { day, name, handle, size: stats.size };
@@ -393,12 +393,13 @@ async function openForAppend(target: string): Promise<{ handle: FileHandle; crea
   }
 }
 
-async function writeFully(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+/**
+ * pwrite(2) directly: a few hundred bytes into the page cache take microseconds, while a trip through the
+ * thread pool costs two thread wake-ups per group. The fdatasync after it stays asynchronous.
+ */
+function writeFully(handle: FileHandle, data: Buffer, position: number): void {
   let written = 0;
-  while (written < data.length) {
-    const { bytesWritten } = await handle.write(data, written, data.length - written, position + written);
-    written += bytesWritten;
-  }
+  while (written < data.length) written += writeSync(handle.fd, data, written, data.length - written, position + written);
 }
 
 /** Truncates the file after its last newline when bytes follow it; resolves with how many were dropped. */

@@ -378,8 +378,8 @@ class Daemon {
     await statusServer.close();
     await journal.close();
     await audit.close();
-    await hazardDirectory.close();
-    await quarantine.close();
+    hazardDirectory.close();
+    quarantine.close();
     await lock.close();
     notifier.close();
     this.logger.info(outcome === 'drained' ? 'stopped' : 'stopped at the deadline; unfinished items stay in quarantine', {

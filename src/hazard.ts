@@ -243,7 +243,7 @@ export class HazardArchiver {
       await zone.unlinkIn(hazardDirectory, name);
       logger.info('removed an incomplete hazard archive', { path: hazardDirectory.realEntry(name) });
     }
-    await hazardDirectory.handle.sync();
+    await hazardDirectory.sync();
   }
 
   /** Everything up to a durable archive under its final name. On failure, nothing is published. */
@@ -498,7 +498,7 @@ export async function secureRemove(zone: Zone, directory: VerifiedDirectory, nam
     await handle.close();
   }
   await zone.unlinkIn(directory, name);
-  await directory.handle.sync();
+  await directory.sync();
 }
 
 /**
@@ -725,7 +725,7 @@ async function publishUnderFreshName(zone: Zone, directory: VerifiedDirectory, t
       throw error;
     }
     await zone.unlinkIn(directory, temporary);
-    await directory.handle.sync();
+    await directory.sync();
     return name;
   }
   throw new Error(`no free name for ${base}${extension} in ${directory.realPath}`);

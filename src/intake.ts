@@ -1,19 +1,19 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsc, fstatSync, lstatSync, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsc, fstatSync, lstatSync, openSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'winston';
+import { closeDescriptor, copyAndHash } from './file-io.js';
 import { quarantineDataName, type ItemRecord, type SourceIdentity } from './item.js';
 import type { Journal } from './journal.js';
 import type { IntakeAdmission, IntakeTicket } from './limits/intake-limits.js';
 import type { WriterChecker } from './writer-check.js';
 import { PathEscapeError, type VerifiedDirectory, type Zone } from './zone.js';
 
-// lstat and fstat here are synchronous on purpose. They are answered from the inode cache of a local
-// filesystem in microseconds; through the thread pool each one costs a worker wake-up and an event-loop
-// wake-up, which with many small files was a large share of the main thread's time. Opening, reading,
-// writing and every fsync stay asynchronous: those can wait on the disk.
+// lstat, fstat, open and close here are synchronous on purpose. They are answered from the inode cache of a
+// local filesystem in microseconds; through the thread pool each one costs a worker wake-up and an
+// event-loop wake-up, which with many small files was most of the main thread's time. Contents follow the
+// rule in file-io.ts, and every fsync stays asynchronous: those can wait on the disk.
 
 /** O_NONBLOCK keeps a FIFO that slipped past lstat from blocking the open; it changes nothing for regular files. */
 const SOURCE_OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
@@ -81,7 +81,7 @@ export class Intake {
     try {
       return await this.takeFrom(directory, name, { relativePath, releaseAs }, signal);
     } finally {
-      await directory.close();
+      directory.close();
     }
   }
 
@@ -131,9 +131,9 @@ export class Intake {
   }
 
   private async openAndCopy(directory: VerifiedDirectory, name: string, paths: ItemPaths, linkStats: BigIntStats, signal: AbortSignal): Promise<IntakeOutcome> {
-    let source: FileHandle;
+    let source: number;
     try {
-      source = await fsp.open(directory.entry(name), SOURCE_OPEN_FLAGS);
+      source = openSync(directory.entry(name), SOURCE_OPEN_FLAGS);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return { kind: 'gone' };
@@ -144,7 +144,9 @@ export class Intake {
     try {
       return await this.copyToQuarantine(directory, name, paths, source, linkStats, signal);
     } finally {
-      await source.close();
+      // Through the thread pool: the last close of a descriptor holding a lease waits for the kernel to
+      // take the lease down, which can take far longer than the close itself.
+      await closeDescriptor(source);
     }
   }
 
@@ -152,12 +154,12 @@ export class Intake {
     directory: VerifiedDirectory,
     name: string,
     { relativePath, releaseAs }: ItemPaths,
-    source: FileHandle,
+    source: number,
     linkStats: BigIntStats,
     signal: AbortSignal,
   ): Promise<IntakeOutcome> {
     const { zone, quarantine, journal, writerChecker, logger } = this.deps;
-    const before = fstatSync(source.fd, { bigint: true });
+    const before = fstatSync(source, { bigint: true });
     // What we opened must be what we looked at: a swap between lstat and open is refused, not followed.
     if (before.ino !== linkStats.ino || before.dev !== linkStats.dev) return { kind: 'deferred', retryInMs: 0, reason: 'replaced while being opened' };
     const refusal = refusalFor(before);
@@ -167,14 +169,19 @@ export class Intake {
     if (earlierItem !== undefined) return { kind: 'refused', reason: `already in quarantine as item ${earlierItem}; removing the source failed` };
 
     const sourcePath = directory.realEntry(name);
-    const check = writerChecker.check(sourcePath, source.fd, before);
+    const check = writerChecker.check(sourcePath, source, before);
     if (check.kind === 'busy') return { kind: 'deferred', retryInMs: check.retryInMs, reason: check.reason };
 
     const id = newItemId(this.deps.now());
     const dataName = quarantineDataName(id);
     let copied: { sha256: string; size: number };
     try {
-      copied = await copyAndHash(source, await zone.createExclusive(quarantine, dataName, QUARANTINE_FILE_MODE), signal, Number(before.size));
+      const target = await zone.createExclusiveDescriptor(quarantine, dataName, QUARANTINE_FILE_MODE);
+      try {
+        copied = await copyAndHash(source, target, signal, Number(before.size));
+      } finally {
+        closeSync(target);
+      }
     } catch (error) {
       await removeQuietly(zone, quarantine, dataName);
       const code = (error as NodeJS.ErrnoException).code;
@@ -182,8 +189,8 @@ export class Intake {
       if (code === 'ENOSPC' || code === 'EDQUOT') return { kind: 'deferred', retryInMs: 10_000, reason: `quarantine is full (${code})` };
       throw error;
     }
-    const after = fstatSync(source.fd, { bigint: true });
-    if (!writerChecker.untouched(source.fd, check, before, after) || BigInt(copied.size) !== after.size) {
+    const after = fstatSync(source, { bigint: true });
+    if (!writerChecker.untouched(source, check, before, after) || BigInt(copied.size) !== after.size) {
       await removeQuietly(zone, quarantine, dataName);
       return { kind: 'deferred', retryInMs: 0, reason: 'changed while being copied' };
     }
@@ -215,7 +222,7 @@ export class Intake {
     try {
       // A writer that opened the file after the copy would lose its bytes if we unlinked now: leave the
       // file, and take it again only once it has changed.
-      if (!writerChecker.untouched(source.fd, check, before, fstatSync(source.fd, { bigint: true }))) {
+      if (!writerChecker.untouched(source, check, before, fstatSync(source, { bigint: true }))) {
         this.unremovedSources.set(identityKey, id);
         logger.warn('source was opened for writing after it was copied; left in place', { path: sourcePath, id });
       } else {
@@ -255,51 +262,7 @@ async function removeSource(zone: Zone, directory: VerifiedDirectory, name: stri
     throw Object.assign(new Error(`'${directory.realEntry(name)}' was replaced after it was copied`), { code: 'ESTALE' });
   }
   await zone.unlinkIn(directory, name);
-  await directory.handle.sync();
-}
-
-const SMALL_CHUNK = 256 * 1024;
-/** 1 MiB reads already run at disk speed; larger ones only add memory per file in flight (RSS ceiling). */
-const LARGE_CHUNK = 1024 * 1024;
-
-/**
- * Copy everything from `source` into `target` (which this closes), hashing the same bytes, then fsync.
- * `sourceSize` is the size the caller just read from fstat, if it has one (it saves asking again).
- */
-export async function copyAndHash(
-  source: FileHandle,
-  target: FileHandle,
-  signal: AbortSignal,
-  sourceSize?: number,
-): Promise<{ sha256: string; size: number }> {
-  try {
-    const hash = createHash('sha256');
-    const expected = sourceSize ?? fstatSync(source.fd).size;
-    // A buffer one byte larger than the file reads it whole; most files are far smaller than a chunk, and
-    // a chunk-sized buffer per file was a large share of the daemon's garbage collection.
-    const buffer = Buffer.allocUnsafe(Math.min(expected > LARGE_CHUNK ? LARGE_CHUNK : SMALL_CHUNK, expected + 1));
-    let size = 0;
-    for (;;) {
-      signal.throwIfAborted();
-      const { bytesRead } = await source.read(buffer, 0, buffer.length, size);
-      if (bytesRead === 0) break;
-      const chunk = buffer.subarray(0, bytesRead);
-      hash.update(chunk);
-      let written = 0;
-      while (written < bytesRead) {
-        const result = await target.write(chunk, written, bytesRead - written, size + written);
-        written += result.bytesWritten;
-      }
-      size += bytesRead;
-      // A short read at or past the size fstat gave is the end of a regular file: no need to ask again.
-      // A file that grows meanwhile is caught by the callers, which compare sizes or hashes afterwards.
-      if (bytesRead < buffer.length && size >= expected) break;
-    }
-    await target.sync();
-    return { sha256: hash.digest('hex'), size };
-  } finally {
-    await target.close();
-  }
+  await directory.sync();
 }
 
 async function removeQuietly(zone: Zone, directory: VerifiedDirectory, name: string): Promise<void> {

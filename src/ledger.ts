@@ -9,13 +9,13 @@
 // The ledger lives outside the daemon's data directories. Writing it touches exactly two names: the
 // ledger itself and its temporary name beside it (temp → fsync → rename → fsync the directory).
 
-import { constants as fsc, promises as fsp, type Stats } from 'node:fs';
+import { constants as fsc, lstatSync, promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'winston';
 import { parseDocument, stringify } from 'yaml';
 import type { NativeAddon } from './native.js';
 import type { ScanReport } from './scanners/scanner.js';
-import { PathEscapeError, VerifiedDirectory, Zone } from './zone.js';
+import { openExactDirectory, PathEscapeError, Zone, type VerifiedDirectory } from './zone.js';
 
 /** The ledger's mode when shuttle creates it (config readers may read it); an existing ledger keeps its own. */
 export const LEDGER_FILE_MODE = 0o640;
@@ -192,7 +192,8 @@ export class LedgerGate {
   private async refresh(): Promise<void> {
     let key: string;
     try {
-      const stats = await fsp.lstat(this.ledgerPath);
+      // Asked before every release: a synchronous lstat is microseconds, a thread-pool trip is not.
+      const stats = lstatSync(this.ledgerPath);
       key = `${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
     } catch (error) {
       key = `missing:${(error as NodeJS.ErrnoException).code ?? ''}`;
@@ -270,13 +271,16 @@ async function writeLedgerAtomically(ledgerPath: string, text: string, options: 
   const parent = path.dirname(target);
   // Exactly the ledger and its temporary name: nothing else in its directory may be written.
   const zone = new Zone([target, path.join(parent, temporary)]);
-  const directory = await openExactDirectory(parent).catch((error: unknown) => {
+  let directory: VerifiedDirectory;
+  try {
+    directory = openExactDirectory(parent);
+  } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ELOOP' || code === 'ENOTDIR' || error instanceof PathEscapeError) {
       throw new LedgerError(target, `its directory ${parent} is reached through a symbolic link or is not a directory; configure the real path`, { cause: error });
     }
     throw new LedgerError(target, `its directory ${parent} cannot be opened: ${(error as Error).message}`, { cause: error });
-  });
+  }
   const warnings: string[] = [];
   try {
     const existing = await lstatOrNull(directory.entry(name));
@@ -308,13 +312,13 @@ async function writeLedgerAtomically(ledgerPath: string, text: string, options: 
       await handle.close();
     }
     await zone.move(directory, temporary, directory, name);
-    await directory.handle.sync();
+    await directory.sync();
   } catch (error) {
     await zone.unlinkIn(directory, temporary).catch(() => undefined);
     if (error instanceof LedgerError) throw error;
     throw new LedgerError(target, `not written: ${(error as Error).message}`, { cause: error });
   } finally {
-    await directory.close();
+    directory.close();
   }
   return warnings;
 }
@@ -329,20 +333,6 @@ async function copyAcl(addon: LedgerWriteOptions['addon'] | null, from: string, 
     await addon.setAcl(to, 'access', await addon.getAcl(from, 'access'));
   } catch (error) {
     warnings.push(`could not carry over the old ledger's ACL (${(error as Error).message}); run \`shuttle verify-permissions --fix\``);
-  }
-}
-
-/** Like Zone.openDirectory, for a directory outside every zone: no symlink anywhere on the way. */
-async function openExactDirectory(directory: string): Promise<VerifiedDirectory> {
-  const expected = path.resolve(directory);
-  const handle = await fsp.open(expected, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
-  try {
-    const realPath = await fsp.readlink(`/proc/self/fd/${handle.fd}`);
-    if (realPath !== expected) throw new PathEscapeError(expected, realPath);
-    return new VerifiedDirectory(handle, realPath);
-  } catch (error) {
-    await handle.close();
-    throw error;
   }
 }
 

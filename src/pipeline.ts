@@ -1,15 +1,16 @@
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { closeSync, constants as fsc, openSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'winston';
 import type { PipelineOptions } from './config.js';
 import { scannedEvent, type AuditLog } from './audit.js';
+import { hashDescriptor } from './file-io.js';
 import { classifyName, type FilenamePolicy } from './filename-policy.js';
 import { HazardError, secureRemove, type HazardArchiver } from './hazard.js';
 import type { Intake } from './intake.js';
 import { quarantineDataName, type ItemRecord } from './item.js';
 import { JOURNAL_NAME, type Journal } from './journal.js';
 import type { LedgerGate } from './ledger.js';
-import { hashHandle, ReleaseIntegrityError, type Releaser } from './release.js';
+import { ReleaseIntegrityError, type Releaser } from './release.js';
 import { scanWithAll } from './scanners/scan-all.js';
 import type { ScanReport, Scanner, Verdict } from './scanners/scanner.js';
 import { KeyedQueue } from './work-queue.js';
@@ -454,14 +455,14 @@ export class Pipeline {
       const stats = await fsp.lstat(directory.entry(name), { bigint: true }).catch(() => null);
       const { source } = item;
       if (stats === null || Number(stats.ino) !== source.ino || Number(stats.dev) !== source.dev || Number(stats.size) !== source.size || stats.mtimeNs.toString() !== source.mtimeNs) return;
-      const handle = await fsp.open(directory.entry(name), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
-      const sha256 = await hashHandle(handle).finally(() => handle.close());
+      const fd = openSync(directory.entry(name), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+      const sha256 = await hashDescriptor(fd).finally(() => closeSync(fd));
       if (sha256 !== item.sha256) return;
       await zone.unlinkIn(directory, name);
-      await directory.handle.sync();
+      await directory.sync();
       logger.info('removed a source that an interrupted intake had already copied', { id: item.id, path: directory.realEntry(name) });
     } finally {
-      await directory.close();
+      directory.close();
     }
   }
 

@@ -1,13 +1,14 @@
-import { createHash } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import fs, { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'winston';
+import { copyAndHash, fsyncDescriptor, hashDescriptor } from './file-io.js';
 import { insertBeforeExtension } from './filename-policy.js';
-import { copyAndHash } from './intake.js';
 import { quarantineDataName, releaseTemporaryName, type ItemRecord } from './item.js';
 import type { Journal } from './journal.js';
-import type { VerifiedDirectory, Zone } from './zone.js';
+import { lstatOrNull, type VerifiedDirectory, type Zone } from './zone.js';
+
+// Metadata calls here (lstat, open, close, chmod, chown) are synchronous, and contents follow the rule in
+// file-io.ts; see there why. Every fsync is asynchronous.
 
 /** Released files: read and write for owner and group, nothing for others, never executable (invariant 7). */
 export const RELEASED_FILE_MODE = 0o660;
@@ -66,13 +67,13 @@ export class Releaser {
     const directory = await this.ensureDirectory(path.dirname(target));
     try {
       const temporary = releaseTemporaryName(item.id);
-      const leftover = await lstatOrNull(directory.entry(temporary));
+      const leftover = lstatOrNull(directory.entry(temporary));
       if (leftover !== null && leftover.nlink > 1) {
         // Linked before a crash, not yet recorded: the other name is the release.
         const releasedName = await findOtherName(directory, temporary, leftover.ino);
         if (releasedName !== null) return await this.finish(item, directory, temporary, releasedName, false);
       }
-      const dataPresent = (await lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id)))) !== null;
+      const dataPresent = lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id))) !== null;
       if (leftover !== null && dataPresent) await zone.unlinkIn(directory, temporary);
       if (leftover === null || dataPresent) await this.placeTemporary(item, directory, temporary, signal);
       else await this.verifyTemporary(item, directory, temporary);
@@ -88,13 +89,13 @@ export class Releaser {
       }
       return await this.finish(item, directory, temporary, finalName, true);
     } finally {
-      await directory.close();
+      directory.close();
     }
   }
 
   /** Record the release, then remove the temporary name and the quarantine copy. */
   private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean): Promise<string> {
-    await directory.handle.sync();
+    await directory.sync();
     const releasedAs = path.join(path.dirname(releasePath(item)), finalName);
     await this.deps.recordRelease?.(item, releasedAs);
     await this.deps.journal.append({ op: 'released', id: item.id, releasedAs });
@@ -114,17 +115,17 @@ export class Releaser {
     try {
       await this.removeLeftovers(item.id, directory);
     } finally {
-      await directory.close();
+      directory.close();
     }
   }
 
   private async removeLeftovers(id: string, directory: VerifiedDirectory): Promise<void> {
     const { zone, journal, quarantine } = this.deps;
     const temporary = releaseTemporaryName(id);
-    const leftover = await lstatOrNull(directory.entry(temporary));
+    const leftover = lstatOrNull(directory.entry(temporary));
     // Only a temporary name that is a second link may go: with one link it would be the only copy.
     if (leftover !== null && leftover.nlink > 1) await zone.unlinkIn(directory, temporary);
-    if ((await lstatOrNull(quarantine.entry(quarantineDataName(id)))) !== null) await zone.unlinkIn(quarantine, quarantineDataName(id));
+    if (lstatOrNull(quarantine.entry(quarantineDataName(id))) !== null) await zone.unlinkIn(quarantine, quarantineDataName(id));
     await journal.append({ op: 'done', id });
   }
 
@@ -134,37 +135,42 @@ export class Releaser {
     const dataName = quarantineDataName(item.id);
     if (this.deps.sameFilesystem) {
       await zone.move(quarantine, dataName, directory, temporary);
-      await quarantine.handle.sync();
+      await quarantine.sync();
       await this.verifyTemporary(item, directory, temporary);
       return;
     }
-    const source = await fsp.open(quarantine.entry(dataName), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const source = fs.openSync(quarantine.entry(dataName), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
-      const target = await zone.createExclusive(directory, temporary, RELEASED_FILE_MODE);
-      const copied = await copyAndHash(source, target, signal);
+      const target = await zone.createExclusiveDescriptor(directory, temporary, RELEASED_FILE_MODE);
+      let copied: { sha256: string };
+      try {
+        copied = await copyAndHash(source, target, signal, fs.fstatSync(source).size);
+      } finally {
+        fs.closeSync(target);
+      }
       if (copied.sha256 !== item.sha256) {
         await zone.unlinkIn(directory, temporary);
         throw new ReleaseIntegrityError(item.id, item.sha256, copied.sha256);
       }
       await this.setReleasedPermissions(directory, temporary);
     } finally {
-      await source.close();
+      fs.closeSync(source);
     }
   }
 
   /** Hash what is under `temporary` and give it the released mode and group. A mismatch is moved back. */
   private async verifyTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string): Promise<void> {
-    const handle = await fsp.open(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const fd = fs.openSync(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
-      const actual = await hashHandle(handle);
+      const actual = await hashDescriptor(fd, item.size);
       if (actual !== item.sha256) {
         await this.deps.zone.move(directory, temporary, this.deps.quarantine, quarantineDataName(item.id));
         throw new ReleaseIntegrityError(item.id, item.sha256, actual);
       }
-      await this.setReleasedPermissions(directory, temporary, handle);
-      await handle.sync();
+      await this.setReleasedPermissions(directory, temporary, fd);
+      await fsyncDescriptor(fd);
     } finally {
-      await handle.close();
+      fs.closeSync(fd);
     }
   }
 
@@ -172,18 +178,18 @@ export class Releaser {
    * A moved file keeps its old group, mode and ACL (a copied one may carry a group it was created with):
    * set all of them explicitly, before the file gets its final name.
    */
-  private async setReleasedPermissions(directory: VerifiedDirectory, temporary: string, open?: FileHandle): Promise<void> {
+  private async setReleasedPermissions(directory: VerifiedDirectory, temporary: string, open?: number): Promise<void> {
     if (this.deps.permissions !== undefined) {
       await this.deps.permissions.applyAfterMove(directory.realEntry(temporary));
       return;
     }
-    const handle = open ?? (await fsp.open(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW));
+    const fd = open ?? fs.openSync(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
-      const [directoryStats, fileStats] = await Promise.all([directory.handle.stat(), handle.stat()]);
-      if (fileStats.gid !== directoryStats.gid) await handle.chown(-1, directoryStats.gid);
-      await handle.chmod(RELEASED_FILE_MODE);
+      const directoryGid = directory.stat().gid;
+      if (fs.fstatSync(fd).gid !== directoryGid) fs.fchownSync(fd, -1, directoryGid);
+      fs.fchmodSync(fd, RELEASED_FILE_MODE);
     } finally {
-      if (open === undefined) await handle.close();
+      if (open === undefined) fs.closeSync(fd);
     }
   }
 
@@ -210,14 +216,14 @@ export class Releaser {
     if (relativeDirectory === '.' || relativeDirectory === '') return current;
     try {
       for (const component of relativeDirectory.split(path.sep)) {
-        if ((await lstatOrNull(current.entry(component))) === null) {
-          const parent = await current.handle.stat();
+        if (lstatOrNull(current.entry(component)) === null) {
+          const parent = current.stat();
           const mode = parent.mode & 0o7777;
           try {
             await zone.mkdirIn(current, component, mode);
             // mkdir(2) applies the umask and may drop setgid: state the mode outright.
             await zone.chmodIn(current, component, mode);
-            const created = await fsp.lstat(current.entry(component));
+            const created = fs.lstatSync(current.entry(component));
             if (created.gid !== parent.gid) await zone.chownIn(current, component, -1, parent.gid);
             await this.deps.permissions?.enforceDirectory(current.realEntry(component));
           } catch (error) {
@@ -225,12 +231,12 @@ export class Releaser {
           }
         }
         const next = await zone.openDirectory(current.realEntry(component));
-        await current.close();
+        current.close();
         current = next;
       }
       return current;
     } catch (error) {
-      await current.close();
+      current.close();
       throw error;
     }
   }
@@ -248,44 +254,11 @@ export function collisionName(name: string, attempt: number): string {
   return insertBeforeExtension(name, ` (${attempt})`);
 }
 
-async function lstatOrNull(target: string): Promise<import('node:fs').Stats | null> {
-  try {
-    return await fsp.lstat(target);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-}
-
 async function findOtherName(directory: VerifiedDirectory, temporary: string, ino: number): Promise<string | null> {
   for (const name of await directory.list()) {
     if (name === temporary) continue;
-    const stats = await lstatOrNull(directory.entry(name));
+    const stats = lstatOrNull(directory.entry(name));
     if (stats !== null && stats.ino === ino) return name;
   }
   return null;
-}
-
-const HASH_CHUNK = 1024 * 1024;
-
-/**
- * SHA-256 of everything behind `handle`, read by position (the descriptor's offset is left alone). The buffer
- * is sized to the file, one chunk at most: a read stream would allocate a whole chunk per read, and for small
- * files that allocation was most of the cost. `size` is the size the caller expects, if it knows it; it only
- * sizes the buffer, the hash always covers whatever is there.
- */
-export async function hashHandle(handle: FileHandle, size?: number): Promise<string> {
-  const hash = createHash('sha256');
-  const expected = size ?? (await handle.stat()).size;
-  const buffer = Buffer.allocUnsafe(Math.min(HASH_CHUNK, expected + 1));
-  let position = 0;
-  for (;;) {
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-    if (bytesRead === 0) break;
-    hash.update(buffer.subarray(0, bytesRead));
-    position += bytesRead;
-    // A short read past the expected size is the end of a regular file.
-    if (bytesRead < buffer.length && position >= expected) break;
-  }
-  return hash.digest('hex');
 }

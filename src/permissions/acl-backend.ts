@@ -85,7 +85,7 @@ function checkPath(path: string): void {
 
 type RawAclCalls = Pick<
   NativeAddon,
-  'getAclSync' | 'setAcl' | 'deleteDefaultAcl' | 'hasExtendedAcl' | 'hasExtendedAclSync' | 'getAcl'
+  'getAclSync' | 'setAclSync' | 'deleteDefaultAclSync' | 'hasExtendedAclSync'
 >;
 
 let rawAddon: RawAclCalls | undefined;
@@ -121,33 +121,32 @@ export class NativeAclBackend implements AclBackend {
     this.raw = loadRawAclCalls();
   }
 
+  // Every call here is synchronous: an ACL is an extended attribute the kernel answers from memory in a
+  // few microseconds, far less than a trip through the thread pool. The daemon sets one per released file.
+
   async getAcl(path: string, kind: AclKind): Promise<AclEntry[]> {
     checkPath(path);
-    return this.raw.getAcl(path, kind);
+    return this.raw.getAclSync(path, kind);
   }
 
   async setAcl(path: string, kind: AclKind, entries: readonly AclEntry[]): Promise<void> {
     checkPath(path);
     const clean = normaliseAclEntries([...entries], kind);
-    if (clean.length === 0) return this.raw.deleteDefaultAcl(path);
-    return this.raw.setAcl(path, kind, clean);
+    if (clean.length === 0) return this.raw.deleteDefaultAclSync(path);
+    return this.raw.setAclSync(path, kind, clean);
   }
 
   async deleteDefaultAcl(path: string): Promise<void> {
     checkPath(path);
-    return this.raw.deleteDefaultAcl(path);
+    return this.raw.deleteDefaultAclSync(path);
   }
 
   async hasExtendedAcl(path: string): Promise<boolean> {
     checkPath(path);
-    return this.raw.hasExtendedAcl(path);
+    return this.raw.hasExtendedAclSync(path);
   }
 
-  /**
-   * Synchronous calls in a loop: each is a few microseconds of system calls, far less than a trip
-   * through the thread pool. Callers pass batches of a directory's worth, so the event loop is never
-   * held for long.
-   */
+  /** Callers pass batches of a directory's worth, so the event loop is never held for long. */
   async readAcls(targets: readonly AclTarget[]): Promise<(AclReading | NodeJS.ErrnoException)[]> {
     return targets.map((target) => this.readOne(target));
   }

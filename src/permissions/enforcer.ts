@@ -3,7 +3,7 @@
 // source_path and destination_path are brought to the model as soon as chokidar reports them; files
 // the daemon moves get their group, ACL and mode set explicitly (a rename keeps the old ones).
 
-import { promises as fsp } from 'node:fs';
+import { lstatSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { FSWatcher } from 'chokidar';
 import type { Logger } from 'winston';
@@ -196,7 +196,8 @@ export class PermissionEnforcer {
     const { backend, guard } = this.options;
     const target = path.resolve(filePath);
     const directory = path.dirname(target);
-    const [directoryStats, fileStats] = await Promise.all([fsp.lstat(directory), fsp.lstat(target)]);
+    const directoryStats = lstatSync(directory);
+    const fileStats = lstatSync(target);
     if (!fileStats.isFile()) throw Object.assign(new Error(`'${target}' is not a regular file; its permissions are left alone`), { code: 'EINVAL' });
     const maxMode = MOVED_FILE_MODE & (this.contentsFor(target)?.fileMaxMode ?? DEFAULT_FILE_MAX_MODE);
     const inherited = await backend.getAcl(directory, 'default');

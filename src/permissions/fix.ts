@@ -1,7 +1,7 @@
 // Repairs: owner, group, mode and ACLs, never content. Planning is pure (desired + actual → steps);
 // applying goes through a write guard and touches only the inode that was inspected.
 
-import { closeSync, constants as fsc, fstatSync, openSync, promises as fsp } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants as fsc, fstatSync, openSync } from 'node:fs';
 
 import type { AclEntry } from '../native.js';
 import { groupLabel, userLabel, type AccountsSnapshot } from './accounts.js';
@@ -155,11 +155,11 @@ export async function applyFixPlan(plan: FixPlan, backend: AclBackend, guard: Wr
       switch (step.kind) {
         case 'chown':
           guard.assertWritable('chown', plan.path);
-          await onSameInode(plan.path, plan.dev, plan.ino, (proc) => fsp.chown(proc, step.uid, step.gid));
+          await onSameInode(plan.path, plan.dev, plan.ino, async (proc) => chownSync(proc, step.uid, step.gid));
           break;
         case 'chmod':
           guard.assertWritable('chmod', plan.path);
-          await onSameInode(plan.path, plan.dev, plan.ino, (proc) => fsp.chmod(proc, step.mode));
+          await onSameInode(plan.path, plan.dev, plan.ino, async (proc) => chmodSync(proc, step.mode));
           break;
         case 'set-acl':
           guard.assertWritable('setfacl', plan.path);

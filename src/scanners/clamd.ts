@@ -3,10 +3,10 @@
 // is "not scanned", because clamd reports oversized input as OK unless told otherwise.
 
 import { createHash } from 'node:crypto';
-import { constants as fsc, fstatSync, promises as fsp, type Stats } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import { closeSync, constants as fsc, fstatSync, openSync, type Stats } from 'node:fs';
 import net from 'node:net';
 import type { ClamdEndpoint, ClamdOptions } from '../config.js';
+import { readAt, smallEnoughForSyncIo } from '../file-io.js';
 import type { NativeAddon } from '../native.js';
 import {
   failed,
@@ -188,17 +188,18 @@ class ClamdExchange {
 }
 
 /**
- * Hashes the file through `handle` by position, so a descriptor shared with clamd keeps its offset. Stops one
+ * Hashes the file through `fd` by position, so a descriptor shared with clamd keeps its offset. Stops one
  * byte past `expectedSize`: that is enough to know the file is not the one taken at intake.
  */
-async function hashByPosition(handle: FileHandle, expectedSize: number, signal: AbortSignal): Promise<{ sha256: string; bytes: number }> {
+async function hashByPosition(fd: number, expectedSize: number, signal: AbortSignal): Promise<{ sha256: string; bytes: number }> {
   const hash = createHash('sha256');
   // Sized to the file plus the one byte that tells a longer file apart: most files are far below a chunk.
   const buffer = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, expectedSize + 1));
+  const sync = smallEnoughForSyncIo(expectedSize);
   let position = 0;
   while (position <= expectedSize) {
     signal.throwIfAborted();
-    const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+    const bytesRead = await readAt(fd, buffer, 0, buffer.length, position, sync);
     if (bytesRead === 0) break;
     hash.update(buffer.subarray(0, bytesRead));
     position += bytesRead;
@@ -254,9 +255,10 @@ export class ClamdScanner implements Scanner {
     if (signal.aborted) return failed('aborted', 'scan aborted before it started');
     if (target.size > this.options.maxFileSize) return this.overLimit(target.size);
 
-    let handle: FileHandle;
+    let fd: number;
     try {
-      handle = await fsp.open(target.path, OPEN_FLAGS);
+      // Opening and fstat of a file in quarantine never wait on the disk: synchronous saves thread wake-ups.
+      fd = openSync(target.path, OPEN_FLAGS);
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ELOOP') return failed('io', `'${target.path}' is a symbolic link; refusing to scan it`);
@@ -265,8 +267,7 @@ export class ClamdScanner implements Scanner {
     // The descriptor path hands this descriptor to a worker thread; it must stay open until that returns.
     let closeAfter: Promise<unknown> = Promise.resolve();
     try {
-      // fstat of an open descriptor never waits on the disk; synchronous saves two thread wake-ups per file.
-      const stats = fstatSync(handle.fd);
+      const stats = fstatSync(fd);
       if (!stats.isFile()) return failed('io', `'${target.path}' is not a regular file`);
       if (stats.size !== target.size) {
         return failed('io', `'${target.path}' is ${stats.size} bytes, but ${target.size} bytes were taken at intake`);
@@ -275,15 +276,15 @@ export class ClamdScanner implements Scanner {
       if (signal.aborted) return failed('aborted', 'scan aborted before clamd was contacted');
       contacting();
       if (this.method === 'descriptor' && this.addon && this.options.endpoint.kind === 'unix') {
-        const scanning = this.addon.clamdScanDescriptor(this.options.endpoint.socket, handle.fd, this.options.timeoutMs);
+        const scanning = this.addon.clamdScanDescriptor(this.options.endpoint.socket, fd, this.options.timeoutMs);
         closeAfter = scanning;
-        return await this.scanByDescriptor(scanning, handle, stats, target, signal);
+        return await this.scanByDescriptor(scanning, fd, stats, target, signal);
       }
-      return await this.scanByStream(handle, target, signal);
+      return await this.scanByStream(fd, target, signal);
     } finally {
       void closeAfter
         .catch(() => undefined)
-        .then(() => handle.close())
+        .then(() => closeSync(fd))
         .catch(() => undefined);
     }
   }
@@ -292,9 +293,10 @@ export class ClamdScanner implements Scanner {
     return failed('limit', `${size} bytes is over the ${this.options.maxFileSize} bytes clamd is configured to scan in full`);
   }
 
-  private async scanByStream(handle: FileHandle, target: ScanTarget, signal: AbortSignal): Promise<Verdict> {
+  private async scanByStream(fd: number, target: ScanTarget, signal: AbortSignal): Promise<Verdict> {
     const exchange = new ClamdExchange(this.options.endpoint, this.options.timeoutMs, signal);
     const hash = createHash('sha256');
+    const sync = smallEnoughForSyncIo(target.size);
     let sent = 0;
     let complete = false;
     try {
@@ -304,7 +306,7 @@ export class ClamdScanner implements Scanner {
           // than what is left plus one byte, which is enough to see a file that grew.
           const want = Math.min(CHUNK_BYTES, Math.max(target.size - sent, 0) + 1);
           const frame = Buffer.allocUnsafe(4 + want);
-          const { bytesRead } = await handle.read(frame, 4, want, sent);
+          const bytesRead = await readAt(fd, frame, 4, want, sent, sync);
           if (bytesRead === 0) {
             complete = true;
             break;
@@ -374,7 +376,7 @@ export class ClamdScanner implements Scanner {
 
   private async scanByDescriptor(
     scanning: Promise<string>,
-    handle: FileHandle,
+    fd: number,
     before: Stats,
     target: ScanTarget,
     signal: AbortSignal,
@@ -397,14 +399,14 @@ export class ClamdScanner implements Scanner {
         (error: unknown) => this.descriptorFailure(error, socket),
       );
       // clamd reads through its own copy of the descriptor; hashing through ours proves what it could see.
-      const hashed = hashByPosition(handle, target.size, local.signal);
+      const hashed = hashByPosition(fd, target.size, local.signal);
       hashed.catch(() => undefined);
       const verdict = await Promise.race([scanned, stopped]);
       if (verdict.kind === 'failed') return verdict;
       clearTimeout(timer);
 
       const { sha256, bytes } = await hashed;
-      const after = fstatSync(handle.fd);
+      const after = fstatSync(fd);
       if (bytes !== target.size || sha256 !== target.sha256 || !sameFile(before, after)) {
         return failed(
           'io',

@@ -26,7 +26,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  await directory.close();
+  directory.close();
   await execFileAsync('umount', [root]).catch(() => undefined);
   await fsp.rm(root, { recursive: true, force: true });
 });
@@ -130,7 +130,7 @@ describe('AuditLog', () => {
   });
 
   it('cuts a failed write back off, rejects it, and continues the chain from the last durable record', async (context) => {
-    await directory.close();
+    directory.close();
     try {
       await execFileAsync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', root]);
     } catch (error) {

@@ -32,7 +32,7 @@ beforeEach(async () => {
 
 afterEach(async () => {
   vi.restoreAllMocks();
-  await directory.close();
+  directory.close();
   await fsp.rm(root, { recursive: true, force: true });
 });
 

@@ -51,7 +51,7 @@ describe('Zone', () => {
       expect(await fsp.readdir(outside)).toEqual([]);
       expect(await fsp.readdir(path.join(inside, 'moved'))).toEqual(['file.txt']);
     } finally {
-      await directory.close();
+      directory.close();
     }
   });
 
@@ -64,7 +64,7 @@ describe('Zone', () => {
       await expect(zone.link(directory, 'a', 'b')).rejects.toMatchObject({ code: 'EEXIST' });
       expect(await fsp.readFile(path.join(inside, 'b'), 'utf8')).toBe('b');
     } finally {
-      await directory.close();
+      directory.close();
     }
   });
 
@@ -75,7 +75,7 @@ describe('Zone', () => {
       expect(() => directory.entry('../x')).toThrow(/not a plain file name/);
       expect(() => directory.entry('..')).toThrow(/not a plain file name/);
     } finally {
-      await directory.close();
+      directory.close();
     }
   });
 });

@@ -51,8 +51,8 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  await quarantine.close();
-  await hazard.close();
+  quarantine.close();
+  hazard.close();
   await execFileAsync('umount', [hazardPath]).catch(() => undefined);
   await fsp.rm(root, { recursive: true, force: true });
 });
@@ -262,7 +262,7 @@ describe('HazardArchiver', () => {
       } catch (error) {
         context.skip(`cannot mount a 1 MiB tmpfs to fill: ${(error as Error).message}`);
       }
-      await hazard.close();
+      hazard.close();
       hazard = await zone.openDirectory(hazardPath);
       await expectFailure(async () => {
         const content = randomBytes(3 * MiB);
@@ -456,7 +456,7 @@ describe('secureRemove', () => {
       try {
         await expect(secureRemove(zone, directory, 'x')).rejects.toMatchObject({ code: 'EZONE' });
       } finally {
-        await directory.close();
+        directory.close();
       }
       expect(await fsp.readFile(path.join(outside, 'x'), 'utf8')).toBe('keep');
     } finally {
