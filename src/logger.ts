@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import winston from 'winston';
+import TransportStream from 'winston-transport';
 import type { LogLevel } from './config.js';
 
 export const LOG_FILE_NAME = 'shuttle.log';
@@ -28,37 +29,36 @@ const logFiles = new WeakMap<winston.Logger, LogFile>();
 const pendingFlushes = new WeakMap<winston.Logger, Promise<void>>();
 
 export function createLogger(options: LoggerOptions): winston.Logger {
-  const transports: winston.transport[] = [];
-  if (options.console ?? true) {
-    transports.push(
-      new winston.transports.Stream({
-        stream: options.consoleStream ?? process.stdout,
-        format: winston.format.printf((info) => formatConsoleLine(info)),
-        eol: '\n',
-      }),
-    );
-  }
-
-  let logFile: LogFile | undefined;
-  if (options.logDir !== undefined) {
-    logFile = LogFile.open(path.join(options.logDir, LOG_FILE_NAME));
-    transports.push(
-      new winston.transports.Stream({
-        stream: logFile.stream,
-        format: winston.format.printf((info) => formatJsonLine(info, new Date())),
-        eol: '\n',
-      }),
-    );
-  }
-
+  const consoleStream = (options.console ?? true) ? (options.consoleStream ?? process.stdout) : null;
+  const logFile = options.logDir === undefined ? null : LogFile.open(path.join(options.logDir, LOG_FILE_NAME));
+  const sinks = consoleStream === null && logFile === null ? [] : [new LineSinks(consoleStream, logFile?.stream ?? null)];
   const logger = winston.createLogger({
     level: options.level,
-    transports,
-    silent: transports.length === 0,
+    transports: sinks,
+    silent: sinks.length === 0,
     exitOnError: false,
   });
   if (logFile) logFiles.set(logger, logFile);
   return logger;
+}
+
+/**
+ * Both sinks in one transport: winston hands every record to each transport through its own stream, and
+ * with a line or two per file that hand-over cost more than formatting and writing the lines.
+ */
+class LineSinks extends TransportStream {
+  constructor(
+    private readonly consoleStream: Writable | null,
+    private readonly fileStream: Writable | null,
+  ) {
+    super();
+  }
+
+  override log(info: LogRecord, callback: () => void): void {
+    this.consoleStream?.write(`${formatConsoleLine(info)}\n`);
+    this.fileStream?.write(`${formatJsonLine(info, new Date())}\n`);
+    callback();
+  }
 }
 
 /**

@@ -307,7 +307,8 @@ export class Pipeline {
     } else {
       await journal.append({ op: 'scanned', id: item.id, state: 'clean', reports });
       this.deps.observer.scanned(item, verdict, reports);
-      logger.debug('clean', { id: item.id, path: item.relativePath, scanners: reports.map((report) => report.scanner) });
+      // winston filters by level only after a record has passed through its streams: ask first.
+      if (logger.isLevelEnabled('debug')) logger.debug('clean', { id: item.id, path: item.relativePath, scanners: reports.map((report) => report.scanner) });
     }
     await this.advanceItem(item.id);
   }

@@ -134,8 +134,10 @@ export class Releaser {
     const { zone, quarantine } = this.deps;
     const dataName = quarantineDataName(item.id);
     if (this.deps.sameFilesystem) {
+      // No fsync of quarantine for the name that left it: rename(2) is one step, so after a crash the copy
+      // is under one name or the other, and either way the release picks up from there. Should the old
+      // name come back after the item is done, recovery removes it as a copy no live item owns.
       await zone.move(quarantine, dataName, directory, temporary);
-      await quarantine.sync();
       await this.verifyTemporary(item, directory, temporary);
       return;
     }

@@ -44,6 +44,7 @@ const DIRECTORY_FLAGS = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW;
  */
 export class VerifiedDirectory {
   private closed = false;
+  private inode: string | null = null;
 
   constructor(
     /** The open directory descriptor; this object closes it. */
@@ -69,9 +70,16 @@ export class VerifiedDirectory {
     return fsp.readdir(`/proc/self/fd/${this.fd}`);
   }
 
-  /** fsync(2) of the directory: makes names created, renamed or removed in it durable. */
+  /**
+   * fsync(2) of the directory: resolves once names created, renamed or removed in it before the call are
+   * durable. Shared with other callers syncing the same directory (see syncDirectory).
+   */
   sync(): Promise<void> {
-    return fsyncDescriptor(this.fd);
+    if (this.inode === null) {
+      const stats = fs.fstatSync(this.fd);
+      this.inode = `${stats.dev}:${stats.ino}`;
+    }
+    return syncDirectory(this.inode, this.fd);
   }
 
   stat(): fs.Stats {
@@ -84,6 +92,48 @@ export class VerifiedDirectory {
     this.closed = true;
     fs.closeSync(this.fd);
   }
+}
+
+interface DirectorySyncState {
+  running: Promise<void>;
+  /** The fsync that starts when `running` ends, shared by everyone who asked meanwhile. */
+  next: Promise<void> | null;
+}
+
+const directorySyncs = new Map<string, DirectorySyncState>();
+
+/**
+ * One fsync of a directory covers every change made in it before the fsync started. So a caller who asks
+ * while one is running waits for the next one, which starts when the running one ends and is shared by all
+ * who asked meanwhile: with many files in flight in one directory, that is one fsync per round instead of
+ * one per file. `fd` is the asking caller's descriptor; it stays open while the caller waits.
+ */
+function syncDirectory(inode: string, fd: number): Promise<void> {
+  const state = directorySyncs.get(inode);
+  if (state === undefined) {
+    const running = fsyncDescriptor(fd);
+    track(inode, { running, next: null });
+    return running;
+  }
+  if (state.next === null) {
+    const next = state.running.catch(() => undefined).then(() => fsyncDescriptor(fd));
+    state.next = next;
+  }
+  return state.next;
+}
+
+function track(inode: string, state: DirectorySyncState): void {
+  directorySyncs.set(inode, state);
+  const settled = (): void => {
+    if (state.next === null) {
+      directorySyncs.delete(inode);
+      return;
+    }
+    state.running = state.next;
+    state.next = null;
+    void state.running.then(settled, settled);
+  };
+  void state.running.then(settled, settled);
 }
 
 /**

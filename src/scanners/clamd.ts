@@ -32,6 +32,8 @@ const MAX_REPLY_BYTES = 8192;
 /** Grace on top of the addon's own timeout, in case its worker never returns. */
 const DESCRIPTOR_GRACE_MS = 1000;
 const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW;
+/** Why the hashing beside a descriptor scan is stopped once the verdict is in. */
+const SCAN_SETTLED = new Error('scan settled');
 const LIMIT_HEURISTIC = 'Heuristics.Limits.Exceeded';
 const UNREACHABLE_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ECONNRESET', 'EPIPE', 'ENOTSOCK', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
 
@@ -420,7 +422,8 @@ export class ClamdScanner implements Scanner {
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
-      local.abort();
+      // With a reason of our own: the default builds an AbortError, stack trace included, per file.
+      local.abort(SCAN_SETTLED);
     }
   }
 
