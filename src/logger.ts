@@ -44,9 +44,12 @@ export function createLogger(options: LoggerOptions): winston.Logger {
 
 /**
  * Both sinks in one transport: winston hands every record to each transport through its own stream, and
- * with a line or two per file that hand-over cost more than formatting and writing the lines.
+ * with a line or two per file that hand-over cost more than formatting and writing the lines. Lines logged
+ * in one turn of the event loop leave together, one write per sink, when the turn ends.
  */
 class LineSinks extends TransportStream {
+  private holding = false;
+
   constructor(
     private readonly consoleStream: Writable | null,
     private readonly fileStream: Writable | null,
@@ -55,11 +58,38 @@ class LineSinks extends TransportStream {
   }
 
   override log(info: LogRecord, callback: () => void): void {
+    if (!this.holding) {
+      this.holding = true;
+      this.consoleStream?.cork();
+      this.fileStream?.cork();
+      holdingSinks.add(this);
+      setImmediate(() => this.writeHeldLines());
+    }
     this.consoleStream?.write(`${formatConsoleLine(info)}\n`);
     this.fileStream?.write(`${formatJsonLine(info, new Date())}\n`);
     callback();
   }
+
+  /** The logger is ending (flushLogger): nothing may stay held back. */
+  override _final(callback: (error?: Error | null) => void): void {
+    this.writeHeldLines();
+    callback();
+  }
+
+  writeHeldLines(): void {
+    if (!this.holding) return;
+    this.holding = false;
+    holdingSinks.delete(this);
+    this.consoleStream?.uncork();
+    this.fileStream?.uncork();
+  }
 }
+
+const holdingSinks = new Set<LineSinks>();
+// process.exit() does not wait for the next turn: lines held back for the console go out first.
+process.on('exit', () => {
+  for (const sinks of holdingSinks) sinks.writeHeldLines();
+});
 
 /**
  * Ends the logger and resolves once every line is written and the log file is fsynced and closed.

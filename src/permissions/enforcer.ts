@@ -79,6 +79,8 @@ export class PermissionEnforcer {
   private readonly running = new Map<string, Promise<Finding[]>>();
   private readonly rerun = new Set<string>();
   private readonly idle = new Set<Promise<unknown>>();
+  /** Paths last found as the model wants them, with what lstat said then (see unchangedSince). */
+  private readonly compliant = new Map<string, string>();
   /** Aborted by close(): a sweep of a large tree must not hold up a stop. */
   private readonly closing = new AbortController();
 
@@ -272,9 +274,12 @@ export class PermissionEnforcer {
     const contents = this.contentsFor(target);
     if (contents === null) return [];
     const { accounts, backend, logger } = this.options;
+    const identity = identityOf(target);
+    if (identity !== null && this.compliant.get(target) === identity) return [];
     // Watcher events are hints: look at what is there now.
     const actual = await inspectPath(target, backend);
     const findings = checkContentEntry(contents, actual, accounts);
+    if (findings.length === 0 && actual.status === 'present' && identity !== null) this.rememberCompliant(target, identity);
     if (findings.length === 0 || actual.status !== 'present') return [];
     const fixable = findings.filter((f) => f.fixable);
     // A second name is normal for an instant during a release (the temporary and the final name); intake
@@ -285,6 +290,12 @@ export class PermissionEnforcer {
     if (failures > 0) return [];
     for (const finding of fixable) this.logCorrection(finding);
     return fixable;
+  }
+
+  private rememberCompliant(target: string, identity: string): void {
+    this.compliant.delete(target);
+    this.compliant.set(target, identity);
+    if (this.compliant.size > MAX_REMEMBERED_COMPLIANT) this.compliant.delete(this.compliant.keys().next().value as string);
   }
 
   /** Applies a plan; logs and counts failed steps. */
@@ -331,6 +342,27 @@ export function inheritForFile(defaultAcl: readonly AclEntry[], mode: number): A
     }
   });
 }
+
+/**
+ * A released file draws several events (its name appears, its link count changes twice, ...), each of which
+ * would read its ACLs again. A path found right is remembered with its inode, mode, owner, link count and
+ * ctime; an event that finds all of them unchanged needs no second look, since any chmod, chown, ACL change
+ * or link moves ctime. (On kernels with coarse timestamps two changes within one tick can share a ctime;
+ * a change that also leaves the mode alone is then left for the periodic sweep.)
+ */
+function identityOf(target: string): string | null {
+  let stats;
+  try {
+    stats = lstatSync(target, { throwIfNoEntry: false, bigint: true });
+  } catch {
+    return null; // inspectPath looks again and reports what is wrong
+  }
+  if (stats === undefined) return null;
+  return `${stats.dev}:${stats.ino}:${stats.mode}:${stats.uid}:${stats.gid}:${stats.nlink}:${stats.ctimeNs}`;
+}
+
+/** Remembered paths, oldest forgotten first: enough for a busy share's recent releases, bounded memory. */
+const MAX_REMEMBERED_COMPLIANT = 20_000;
 
 /**
  * chokidar for the directory tree, fs.watch for entry names: chokidar alone re-lists a directory and lstats
