@@ -58,22 +58,34 @@ export interface ReleasePermissions {
  * using what it finds: the temporary name, its link count, and whether the quarantine copy is still there.
  */
 export class Releaser {
-  constructor(private readonly deps: ReleaseDependencies) {}
+  /**
+   * Items that may have left something behind: those the journal held when the daemon started (a crash may
+   * have cut their release short) and those whose release began in this process. For any other item
+   * nothing of its release exists yet, and looking for it would cost a lookup of a name that is not there,
+   * which waits for the directory's lock while other names in it are being created.
+   */
+  private readonly mayHaveLeftovers: Set<string>;
+
+  constructor(private readonly deps: ReleaseDependencies) {
+    this.mayHaveLeftovers = new Set(deps.journal.items().keys());
+  }
 
   async release(item: ItemRecord, signal: AbortSignal): Promise<string> {
     if (item.state !== 'clean') throw new Error(`item ${item.id} is ${item.state}, not clean: refusing to release`);
     const { zone, logger } = this.deps;
     const target = releasePath(item);
+    const firstAttempt = !this.mayHaveLeftovers.has(item.id);
+    this.mayHaveLeftovers.add(item.id);
     const directory = await this.ensureDirectory(path.dirname(target));
     try {
       const temporary = releaseTemporaryName(item.id);
-      const leftover = lstatOrNull(directory.entry(temporary));
+      const leftover = firstAttempt ? null : lstatOrNull(directory.entry(temporary));
       if (leftover !== null && leftover.nlink > 1) {
         // Linked before a crash, not yet recorded: the other name is the release.
         const releasedName = await findOtherName(directory, temporary, leftover.ino);
         if (releasedName !== null) return await this.finish(item, directory, temporary, releasedName, false);
       }
-      const dataPresent = lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id))) !== null;
+      const dataPresent = firstAttempt || lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id))) !== null;
       if (leftover !== null && dataPresent) await zone.unlinkIn(directory, temporary);
       if (leftover === null || dataPresent) await this.placeTemporary(item, directory, temporary, signal);
       else await this.verifyTemporary(item, directory, temporary);
@@ -87,14 +99,17 @@ export class Releaser {
           releasedAs: directory.realEntry(finalName),
         });
       }
-      return await this.finish(item, directory, temporary, finalName, true);
+      return await this.finish(item, directory, temporary, finalName, true, this.deps.sameFilesystem);
     } finally {
       directory.close();
     }
   }
 
-  /** Record the release, then remove the temporary name and the quarantine copy. */
-  private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean): Promise<string> {
+  /**
+   * Record the release, then remove the temporary name and the quarantine copy. `dataMoved`: this call
+   * renamed the quarantine copy away itself, so there is none to look for.
+   */
+  private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean, dataMoved = false): Promise<string> {
     await directory.sync();
     const releasedAs = path.join(path.dirname(releasePath(item)), finalName);
     await this.deps.recordRelease?.(item, releasedAs);
@@ -105,7 +120,8 @@ export class Releaser {
       sha256: item.sha256,
       size: item.size,
     });
-    await this.removeLeftovers(item.id, directory);
+    await this.removeLeftovers(item.id, directory, dataMoved);
+    this.mayHaveLeftovers.delete(item.id);
     return releasedAs;
   }
 
@@ -119,13 +135,13 @@ export class Releaser {
     }
   }
 
-  private async removeLeftovers(id: string, directory: VerifiedDirectory): Promise<void> {
+  private async removeLeftovers(id: string, directory: VerifiedDirectory, dataMoved = false): Promise<void> {
     const { zone, journal, quarantine } = this.deps;
     const temporary = releaseTemporaryName(id);
     const leftover = lstatOrNull(directory.entry(temporary));
     // Only a temporary name that is a second link may go: with one link it would be the only copy.
     if (leftover !== null && leftover.nlink > 1) await zone.unlinkIn(directory, temporary);
-    if (lstatOrNull(quarantine.entry(quarantineDataName(id))) !== null) await zone.unlinkIn(quarantine, quarantineDataName(id));
+    if (!dataMoved && lstatOrNull(quarantine.entry(quarantineDataName(id))) !== null) await zone.unlinkIn(quarantine, quarantineDataName(id));
     await journal.append({ op: 'done', id });
   }
 

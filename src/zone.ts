@@ -164,6 +164,8 @@ export function lstatOrNull(target: string): fs.Stats | null {
  */
 export class Zone {
   private readonly roots: readonly string[];
+  /** The last create queued per directory (see createExclusiveDescriptor). */
+  private readonly creates = new Map<string, Promise<number>>();
 
   /** `roots` must already be real paths (fs.realpath), so that a symlinked mount point still matches. */
   constructor(roots: readonly string[]) {
@@ -204,7 +206,19 @@ export class Zone {
    */
   createExclusiveDescriptor(directory: VerifiedDirectory, name: string, mode: number): Promise<number> {
     this.assertWritable('create', directory.realEntry(name));
-    return openDescriptor(directory.entry(name), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+    // One create per directory at a time. The kernel serialises them anyway (each holds the directory's
+    // lock), but its waiters spin for the lock, and on ext4, when inode allocation has to step over many
+    // recently deleted inodes, a create holds it long enough for that spinning to eat a whole core.
+    const key = directory.realPath;
+    const created = (this.creates.get(key) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => openDescriptor(directory.entry(name), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode));
+    this.creates.set(key, created);
+    const forget = (): void => {
+      if (this.creates.get(key) === created) this.creates.delete(key);
+    };
+    created.then(forget, forget);
+    return created;
   }
 
   /** rename(2) between two checked directories; callers only ever move to names of their own making. */
