@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runBaseline } from './baseline.js';
 import { startClamd, type BenchClamd } from './clamd.js';
+import { describeFilesystem } from './filesystem.js';
 import { medianRun, median, fixed, renderTable, summarizeLatencies, type BaselineRun, type DaemonRun, type Target, type WorkloadResult } from './report.js';
 import { cpuSeconds, makeDirectories, ShuttleProcess, stageMarks, writeConfig, type ShuttleSettings } from './shuttle.js';
 import { dropFiles, ReleaseWatcher, stageFiles, type Workload } from './workload.js';
@@ -212,6 +213,7 @@ async function main(): Promise<number> {
     if (options.cpuProfileDir !== null) await mkdir(options.cpuProfileDir, { recursive: true });
     log(`shuttle bench: ${options.rounds} round(s); files are staged, fsynced, then renamed into source_path (drop = rename)`);
     log(`pipeline settings: ${Object.keys(options.pipeline).length > 0 ? JSON.stringify(options.pipeline) : 'daemon defaults'}; cores: ${os.availableParallelism()}`);
+    log(`working in ${root}: ${describeFilesystem(root)}`);
     const results: WorkloadResult[] = [];
     for (const workload of options.workloads) {
       const result: WorkloadResult = { name: workload.name, files: workload.count, fileBytes: workload.size, baseline: [], daemon: [] };
@@ -243,7 +245,7 @@ async function main(): Promise<number> {
     );
     if (options.jsonFile !== null) {
       const summary = results.map((result) => ({ ...result, typicalDaemonRun: medianRun(result.daemon) ?? null }));
-      writeFileSync(options.jsonFile, `${JSON.stringify({ date: new Date().toISOString(), cores: os.availableParallelism(), options: { ...options, systems: [...options.systems] }, results: summary, targets }, null, 2)}\n`);
+      writeFileSync(options.jsonFile, `${JSON.stringify({ date: new Date().toISOString(), cores: os.availableParallelism(), filesystem: describeFilesystem(root), options: { ...options, systems: [...options.systems] }, results: summary, targets }, null, 2)}\n`);
       log(`results written to ${options.jsonFile}`);
     }
     return targets.every((target) => target.pass) ? 0 : 1;
