@@ -18,15 +18,21 @@ interface PendingAppend {
 }
 
 /**
- * Every entry but 'done' is a step that must not be repeated or lost, so it is fdatasync'ed before it is
- * acknowledged. 'done' only says that the leftovers of a released or hazarded item are gone; if a crash
- * loses it, the item comes back as released (or hazarded), and cleaning up again finds nothing to remove
- * and appends 'done' anew. So 'done' is written at once (it survives kill -9 in the page cache) but waits
- * for the next flush of any other entry, or for close, to reach the disk. That takes one fdatasync per file
- * off the pipeline.
+ * Most entries are steps that must not be repeated or lost, so they are fdatasync'ed before they are
+ * acknowledged. Two kinds may be lost in a crash, because what follows them finds its way back:
+ * - 'done' only says that the leftovers of a released or hazarded item are gone; if it is lost, the item
+ *   comes back as released (or hazarded), cleaning up again finds nothing to remove, and 'done' is
+ *   appended anew.
+ * - a clean verdict ('scanned' with state 'clean'), which the audit log already holds durably; if it is
+ *   lost, the item comes back as quarantined and is scanned again, or, when its release had begun (its
+ *   copy moved to the release's temporary name, which only a clean verdict leads to), recovery resumes
+ *   the release (Pipeline.recover).
+ * These are written at once (they survive kill -9 in the page cache) but reach the disk with the next
+ * flush of any other entry, or at close. That takes two fdatasyncs per file off the pipeline.
  */
 function needsSync(entry: JournalEntry): boolean {
-  return entry.op !== 'done';
+  if (entry.op === 'done') return false;
+  return !(entry.op === 'scanned' && entry.state === 'clean');
 }
 
 /**
@@ -42,7 +48,7 @@ export class Journal {
   private pending: PendingAppend[] = [];
   private flushing: Promise<void> | null = null;
   private bytesWritten = 0;
-  /** Written entries not yet fdatasync'ed (only 'done' entries are ever left so). */
+  /** Written entries not yet fdatasync'ed (only those needsSync lets wait are ever left so). */
   private unsynced = false;
   private closed = false;
 

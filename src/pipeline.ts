@@ -154,6 +154,14 @@ export class Pipeline {
     for (const item of [...live.values()]) {
       if (item.state !== 'released' && item.state !== 'hazarded') await this.removeSourceLeftBehind(item);
       if (item.state === 'quarantined' && !(await exists(quarantine.entry(quarantineDataName(item.id))))) {
+        if (await this.deps.releaser.releaseUnderway(item)) {
+          // Scanned clean (the audit log says so durably; the journal's note of it was lost in the crash) and
+          // its release had begun: record the verdict again and let the release finish.
+          await journal.append({ op: 'scanned', id: item.id, state: 'clean', reports: [] });
+          logger.info('release resumed after restart', { id: item.id, path: item.relativePath });
+          this.itemQueue.add(item.id);
+          continue;
+        }
         await this.fail(item, 'its quarantine copy is missing');
         continue;
       }

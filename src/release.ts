@@ -81,9 +81,13 @@ export class Releaser {
       const temporary = releaseTemporaryName(item.id);
       const leftover = firstAttempt ? null : lstatOrNull(directory.entry(temporary));
       if (leftover !== null && leftover.nlink > 1) {
-        // Linked before a crash, not yet recorded: the other name is the release.
+        // Linked before a crash, not yet recorded: the other name is the release. Its permissions may not
+        // have reached the disk before the crash (see finish): set them again, which changes nothing if they did.
         const releasedName = await findOtherName(directory, temporary, leftover.ino);
-        if (releasedName !== null) return await this.finish(item, directory, temporary, releasedName, false);
+        if (releasedName !== null) {
+          await this.setReleasedPermissions(directory, temporary);
+          return await this.finish(item, directory, temporary, releasedName, false);
+        }
       }
       const dataPresent = firstAttempt || lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id))) !== null;
       if (leftover !== null && dataPresent) await zone.unlinkIn(directory, temporary);
@@ -106,11 +110,16 @@ export class Releaser {
   }
 
   /**
-   * Record the release, then remove the temporary name and the quarantine copy. `dataMoved`: this call
-   * renamed the quarantine copy away itself, so there is none to look for.
+   * Make the final name and the file's permissions durable, record the release, then remove the temporary
+   * name and the quarantine copy. `dataMoved`: this call renamed the quarantine copy away itself, so there
+   * is none to look for.
+   *
+   * The file's bytes were fsynced at intake (or by the copy); what its fsync adds here is its new mode,
+   * group and ACL. It runs beside the directory's fsync, after the link: a crash before both end leaves the
+   * release unrecorded, and finishing it sets the permissions again.
    */
   private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean, dataMoved = false): Promise<string> {
-    await directory.sync();
+    await Promise.all([syncEntry(directory, temporary), directory.sync()]);
     const releasedAs = path.join(path.dirname(releasePath(item)), finalName);
     await this.deps.recordRelease?.(item, releasedAs);
     await this.deps.journal.append({ op: 'released', id: item.id, releasedAs });
@@ -123,6 +132,25 @@ export class Releaser {
     await this.removeLeftovers(item.id, directory, dataMoved);
     this.mayHaveLeftovers.delete(item.id);
     return releasedAs;
+  }
+
+  /**
+   * Whether the item's temporary name is in its target directory: its release had begun (only a clean
+   * verdict leads there) when the daemon stopped. For recovery, before the release is resumed.
+   */
+  async releaseUnderway(item: ItemRecord): Promise<boolean> {
+    let directory: VerifiedDirectory;
+    try {
+      directory = await this.deps.zone.openDirectory(path.join(this.deps.destinationRoot, path.dirname(releasePath(item))));
+    } catch {
+      // Gone, or not what it should be (a symlink in the way): nothing of the release can be trusted there.
+      return false;
+    }
+    try {
+      return lstatOrNull(directory.entry(releaseTemporaryName(item.id)))?.isFile() ?? false;
+    } finally {
+      directory.close();
+    }
   }
 
   /** For an item recorded as released: drop the temporary name and the quarantine copy, then forget it. */
@@ -186,7 +214,6 @@ export class Releaser {
         throw new ReleaseIntegrityError(item.id, item.sha256, actual);
       }
       await this.setReleasedPermissions(directory, temporary, fd);
-      await fsyncDescriptor(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -270,6 +297,16 @@ export function collisionName(name: string, attempt: number): string {
   if (attempt === 0) return name;
   // Shortened where needed, so that the suffix never pushes a name past 255 bytes.
   return insertBeforeExtension(name, ` (${attempt})`);
+}
+
+/** fsync(2) of a file in `directory`, opened without following a symlink. */
+async function syncEntry(directory: VerifiedDirectory, name: string): Promise<void> {
+  const fd = fs.openSync(directory.entry(name), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    await fsyncDescriptor(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 async function findOtherName(directory: VerifiedDirectory, temporary: string, ino: number): Promise<string | null> {

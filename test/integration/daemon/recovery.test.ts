@@ -101,14 +101,35 @@ describe('recovery after kill -9 at each step', () => {
     expect((await journalStates(laid.directories.quarantine)).size).toBe(0);
   });
 
+  it('after moving a clean file to its temporary name, its clean verdict lost from the journal: resumes the release', async () => {
+    // A clean verdict reaches the journal's disk only with the next flush; the temporary name proves it.
+    const laid = await lay('verdict not yet flushed', 'quarantined');
+    await fsp.writeFile(path.join(laid.directories.destination, `.shuttle-${ID}.tmp`), 'verdict not yet flushed', { mode: 0o600 });
+    const output = await runUntil(laid, async () => (await journalStates(laid.directories.quarantine)).size === 0);
+    expect(await listFiles(laid.directories.destination)).toEqual(['report.txt']);
+    expect(await fsp.readFile(path.join(laid.directories.destination, 'report.txt'), 'utf8')).toBe('verdict not yet flushed');
+    expect(output).toMatch(/release resumed after restart/);
+    expect(output).not.toMatch(/quarantine copy is missing/);
+  });
+
+  it('a quarantined item whose copy is gone and whose release never began is held as failed', async () => {
+    const laid = await lay('vanished', 'quarantined');
+    const output = await runUntil(laid, async () => (await journalStates(laid.directories.quarantine)).get(ID)?.state === 'failed');
+    expect(await listFiles(laid.directories.destination)).toEqual([]);
+    expect(output).toMatch(/quarantine copy is missing/);
+  });
+
   it('after linking the final name but before recording it: records it, makes no second copy', async () => {
     const laid = await lay('linked once', 'clean');
     const temporary = path.join(laid.directories.destination, `.shuttle-${ID}.tmp`);
     await fsp.writeFile(temporary, 'linked once');
     await fsp.link(temporary, path.join(laid.directories.destination, 'report.txt'));
+    // As a crash can leave it: linked, but the permissions set before the link never reached the disk.
+    await fsp.chmod(temporary, 0o600);
     const output = await runUntil(laid, async () => (await journalStates(laid.directories.quarantine)).size === 0);
     expect(await listFiles(laid.directories.destination)).toEqual(['report.txt']);
     expect(output).toMatch(/release completed after restart/);
+    expect((await fsp.stat(path.join(laid.directories.destination, 'report.txt'))).mode & 0o777).toBe(0o660);
   });
 
   it('after recording the release: only removes the temporary name', async () => {
