@@ -144,8 +144,8 @@ export class Intake {
     try {
       return await this.copyToQuarantine(directory, name, paths, source, linkStats, signal);
     } finally {
-      // Through the thread pool: the last close of a descriptor holding a lease waits for the kernel to
-      // take the lease down, which can take far longer than the close itself.
+      // Through the thread pool: the source is unlinked by now, so this last close is what frees its inode
+      // and blocks, which is filesystem work that can take far longer than a close.
       await closeDescriptor(source);
     }
   }

@@ -79,7 +79,9 @@ export class PermissionEnforcer {
   private readonly running = new Map<string, Promise<Finding[]>>();
   private readonly rerun = new Set<string>();
   private readonly idle = new Set<Promise<unknown>>();
-  /** Paths last found as the model wants them, with what lstat said then (see unchangedSince). */
+  /** Files waiting for their burst of events to end (noticeSettled). */
+  private readonly settling = new Map<string, NodeJS.Timeout>();
+  /** Paths last found as the model wants them, with what lstat said then (see identityOf). */
   private readonly compliant = new Map<string, string>();
   /** Aborted by close(): a sweep of a large tree must not hold up a stop. */
   private readonly closing = new AbortController();
@@ -190,6 +192,22 @@ export class PermissionEnforcer {
   }
 
   /**
+   * A file's events come in bursts (a release alone draws its name, two link-count changes and the
+   * permission changes on its temporary name): one look a moment after the first event instead of one per
+   * event; events meanwhile are covered by that look.
+   * Directories are not delayed, so that a folder an uploader just made is usable at once.
+   */
+  private noticeSettled(target: string): void {
+    if (this.settling.has(target) || this.closing.signal.aborted) return;
+    if (itemIdOfReleaseTemporary(path.basename(target)) !== null) return;
+    const timer = setTimeout(() => {
+      this.settling.delete(target);
+      this.notice(target);
+    }, FILE_EVENT_SETTLE_MS);
+    this.settling.set(target, timer);
+  }
+
+  /**
    * After the daemon moved a file into a directory: the directory's group, an access ACL derived from
    * the directory's default ACL as the kernel would for a new file of mode 0660 (without execute
    * anywhere), and that mode. Throws when a change fails.
@@ -224,10 +242,11 @@ export class PermissionEnforcer {
     const watcher = (this.options.watch ?? watchSharedTrees)(roots);
     this.watcher = watcher;
     const onEvent = (changed: string): void => this.notice(changed);
+    const onFileEvent = (changed: string): void => this.noticeSettled(changed);
     watcher
       .on('addDir', onEvent)
-      .on('add', onEvent)
-      .on('change', onEvent)
+      .on('add', onFileEvent)
+      .on('change', onFileEvent)
       .on('error', (error: unknown) => this.options.logger.warn('permission watcher error', { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code }));
     await new Promise<void>((resolve) => watcher.once('ready', resolve));
     this.options.logger.debug('enforcing permissions', { paths: roots });
@@ -236,6 +255,8 @@ export class PermissionEnforcer {
   /** Stops watching and waits for corrections in flight. Safe to call more than once. */
   async close(): Promise<void> {
     this.closing.abort();
+    for (const timer of this.settling.values()) clearTimeout(timer);
+    this.settling.clear();
     const watcher = this.watcher;
     this.watcher = null;
     await watcher?.close();
@@ -360,6 +381,9 @@ function identityOf(target: string): string | null {
   if (stats === undefined) return null;
   return `${stats.dev}:${stats.ino}:${stats.mode}:${stats.uid}:${stats.gid}:${stats.nlink}:${stats.ctimeNs}`;
 }
+
+/** How long a file's events must pause before the enforcer looks at it. */
+const FILE_EVENT_SETTLE_MS = 200;
 
 /** Remembered paths, oldest forgotten first: enough for a busy share's recent releases, bounded memory. */
 const MAX_REMEMBERED_COMPLIANT = 20_000;

@@ -120,6 +120,26 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     expect(sh('cat', moved)).toBe('data\n');
   });
 
+  it('looks again at a file it found right once, when its mode or its ACL changes later', async () => {
+    await enforcer.start();
+    const file = path.join(tree.destination, 'kept.csv');
+    writeFileSync(file, 'data', { mode: 0o600 });
+    sh('chmod', '0755', file);
+    await within(2000, () => modeOf(file) !== '0755');
+    const fixedMode = modeOf(file);
+    const fixedAcl = acl(file);
+    expect(fixedMode).not.toMatch(/[1357]/);
+    // Remembered as right now. A mode change must still be seen...
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    sh('chmod', '0777', file);
+    await within(2000, () => modeOf(file) === fixedMode);
+    // ...and so must an ACL change that leaves the mode as it is (-n: the mask is not recalculated).
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    sh('setfacl', '-n', '-m', `u:${accounts.inUser.name}:rw-`, file);
+    expect(modeOf(file)).toBe(fixedMode);
+    await within(2000, () => acl(file) === fixedAcl);
+  });
+
   it('enforceFile and enforceDirectory correct a path on demand and return what they corrected', async () => {
     const file = path.join(tree.source, 'b.csv');
     const aclBefore = acl(file);
