@@ -59,10 +59,35 @@ export interface IntakeGate {
 export class Intake {
   /** Inodes being copied now, by dev:ino. */
   private readonly inFlight = new Set<string>();
-  /** Sources copied and recorded whose removal failed: never take the same bytes twice. */
+  /**
+   * Sources copied and recorded whose removal failed, by identity (dev:ino:size:mtimeNs): never take the
+   * same bytes twice. Kept in the journal too, so that a restart does not forget them.
+   */
   private readonly unremovedSources = new Map<string, string>();
+  /** The identity last kept for each path, to forget it once the file there has changed. */
+  private readonly keptByPath = new Map<string, string>();
 
-  constructor(private readonly deps: IntakeDependencies) {}
+  constructor(private readonly deps: IntakeDependencies) {
+    for (const [key, kept] of deps.journal.keptSources()) {
+      this.unremovedSources.set(key, kept.id);
+      this.keptByPath.set(kept.path, key);
+    }
+  }
+
+  /** At start: forget kept sources that are gone or have changed since, so the journal does not keep them forever. */
+  async forgetVanishedSources(): Promise<void> {
+    for (const [relativePath, key] of [...this.keptByPath]) {
+      let stats: BigIntStats | undefined;
+      try {
+        stats = lstatSync(path.join(this.deps.sourceRoot, relativePath), { bigint: true, throwIfNoEntry: false });
+      } catch {
+        stats = undefined;
+      }
+      // Moved elsewhere in the share with its bytes unchanged, it would be taken again: rare, and a copy too many
+      // is the safe side of that choice, where keeping every record forever is not.
+      if (stats === undefined || identityOf(stats) !== key) await this.forgetKeptSource(relativePath, key);
+    }
+  }
 
   /** `releaseAs` (relative to destination_path) is recorded with the item when the file keeps another name. */
   async take(relativePath: string, signal: AbortSignal, releaseAs: string = relativePath): Promise<IntakeOutcome> {
@@ -164,9 +189,11 @@ export class Intake {
     if (before.ino !== linkStats.ino || before.dev !== linkStats.dev) return { kind: 'deferred', retryInMs: 0, reason: 'replaced while being opened' };
     const refusal = refusalFor(before);
     if (refusal !== null) return { kind: 'refused', reason: refusal };
-    const identityKey = `${before.dev}:${before.ino}:${before.size}:${before.mtimeNs}`;
+    const identityKey = identityOf(before);
     const earlierItem = this.unremovedSources.get(identityKey);
     if (earlierItem !== undefined) return { kind: 'refused', reason: `already in quarantine as item ${earlierItem}; removing the source failed` };
+    const keptHere = this.keptByPath.get(relativePath);
+    if (keptHere !== undefined) await this.forgetKeptSource(relativePath, keptHere);
 
     const sourcePath = directory.realEntry(name);
     const check = writerChecker.check(sourcePath, source, before);
@@ -214,7 +241,7 @@ export class Intake {
     } catch (error) {
       // The bytes are safe in quarantine and journalled; without its audit record the source stays, and a
       // restart removes it once it is recognised as this item.
-      this.unremovedSources.set(identityKey, id);
+      await this.keepSource(identityKey, relativePath, id);
       logger.error('intake could not be written to the audit log; the source stays in place', { path: sourcePath, id, error: (error as Error).message });
       writerChecker.forget(sourcePath);
       return { kind: 'taken', item };
@@ -223,13 +250,13 @@ export class Intake {
       // A writer that opened the file after the copy would lose its bytes if we unlinked now: leave the
       // file, and take it again only once it has changed.
       if (!writerChecker.untouched(source, check, before, fstatSync(source, { bigint: true }))) {
-        this.unremovedSources.set(identityKey, id);
+        await this.keepSource(identityKey, relativePath, id);
         logger.warn('source was opened for writing after it was copied; left in place', { path: sourcePath, id });
       } else {
         await removeSource(zone, directory, name, before);
       }
     } catch (error) {
-      this.unremovedSources.set(identityKey, id);
+      await this.keepSource(identityKey, relativePath, id);
       logger.error('source copied to quarantine but could not be removed; it will not be taken again', {
         path: sourcePath,
         id,
@@ -240,6 +267,38 @@ export class Intake {
     writerChecker.forget(sourcePath);
     return { kind: 'taken', item };
   }
+
+  /** Never take these bytes again, across restarts: in memory, and in the journal. */
+  private async keepSource(key: string, relativePath: string, id: string): Promise<void> {
+    this.unremovedSources.set(key, id);
+    this.keptByPath.set(relativePath, key);
+    try {
+      await this.deps.journal.append({ op: 'source-kept', key, path: relativePath, id });
+    } catch (error) {
+      this.deps.logger.error('cannot record a source left in place; after a restart it could be taken again', {
+        path: path.join(this.deps.sourceRoot, relativePath),
+        id,
+        error: (error as Error).message,
+      });
+    }
+  }
+
+  /** The file at `relativePath` is no longer the kept one (changed, replaced or gone). */
+  private async forgetKeptSource(relativePath: string, key: string): Promise<void> {
+    this.unremovedSources.delete(key);
+    this.keptByPath.delete(relativePath);
+    try {
+      await this.deps.journal.append({ op: 'source-gone', key });
+    } catch (error) {
+      // Only a record that outlives its file: it is forgotten again at the next start.
+      this.deps.logger.warn('cannot record that a kept source is gone', { path: path.join(this.deps.sourceRoot, relativePath), error: (error as Error).message });
+    }
+  }
+}
+
+/** What makes a source the same bytes: the same inode, size and modification time. */
+function identityOf(stats: BigIntStats): string {
+  return `${stats.dev}:${stats.ino}:${stats.size}:${stats.mtimeNs}`;
 }
 
 /** Why a file is never taken, or 'directory' for a directory (walked, not taken), or null for a plain file. */

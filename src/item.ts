@@ -54,7 +54,20 @@ export type JournalEntry =
   | { readonly op: 'released'; readonly id: string; readonly releasedAs: string }
   | { readonly op: 'hazarded'; readonly id: string; readonly archive: string }
   /** The temporary name and the quarantine copy of a released (or the plaintext of a hazarded) item are gone. */
-  | { readonly op: 'done'; readonly id: string };
+  | { readonly op: 'done'; readonly id: string }
+  /**
+   * A source copied into quarantine as item `id` could not be removed: never take these bytes again.
+   * `key` is its identity (dev:ino:size:mtimeNs), `path` its path relative to source_path.
+   */
+  | { readonly op: 'source-kept'; readonly key: string; readonly path: string; readonly id: string }
+  /** That source is gone or has changed since: forget it. */
+  | { readonly op: 'source-gone'; readonly key: string };
+
+/** A source left in place after its bytes were taken (see the 'source-kept' journal entry). */
+export interface KeptSource {
+  readonly path: string;
+  readonly id: string;
+}
 
 /** The name of an item's bytes inside quarantine_path. */
 export function quarantineDataName(id: string): string {

@@ -1,7 +1,7 @@
 import { constants as fsc, fstatSync, ftruncateSync, promises as fsp, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Logger } from 'winston';
-import type { ItemRecord, JournalEntry } from './item.js';
+import type { ItemRecord, JournalEntry, KeptSource } from './item.js';
 import type { VerifiedDirectory, Zone } from './zone.js';
 
 export const JOURNAL_NAME = 'journal.jsonl';
@@ -45,6 +45,7 @@ function needsSync(entry: JournalEntry): boolean {
  */
 export class Journal {
   private readonly live = new Map<string, ItemRecord>();
+  private readonly kept = new Map<string, KeptSource>();
   private pending: PendingAppend[] = [];
   private flushing: Promise<void> | null = null;
   private bytesWritten = 0;
@@ -65,6 +66,7 @@ export class Journal {
    */
   static async open(zone: Zone, directory: VerifiedDirectory, logger: Logger): Promise<Journal> {
     const live = new Map<string, ItemRecord>();
+    const kept = new Map<string, KeptSource>();
     let text = '';
     try {
       text = await fsp.readFile(directory.entry(JOURNAL_NAME), 'utf8');
@@ -84,11 +86,12 @@ export class Journal {
         }
         throw new Error(`${directory.realEntry(JOURNAL_NAME)}: line ${index + 1} is not valid JSON; refusing to guess what it held`);
       }
-      applyEntry(live, entry);
+      applyEntry(live, kept, entry);
     });
-    const handle = await Journal.rewrite(zone, directory, live);
+    const handle = await Journal.rewrite(zone, directory, live, kept);
     const journal = new Journal(zone, directory, handle, logger);
     for (const [id, item] of live) journal.live.set(id, item);
+    for (const [key, source] of kept) journal.kept.set(key, source);
     return journal;
   }
 
@@ -99,6 +102,11 @@ export class Journal {
 
   get(id: string): ItemRecord | undefined {
     return this.live.get(id);
+  }
+
+  /** Sources left in place after their bytes were taken, by identity (see the 'source-kept' entry). */
+  keptSources(): ReadonlyMap<string, KeptSource> {
+    return this.kept;
   }
 
   /** Resolves once the entry is durable; only then is it visible through items()/get(). */
@@ -135,7 +143,7 @@ export class Journal {
             this.unsynced = true;
           }
           for (const append of batch) {
-            applyEntry(this.live, append.entry);
+            applyEntry(this.live, this.kept, append.entry);
             append.resolve();
           }
         } catch (error) {
@@ -176,7 +184,7 @@ export class Journal {
   }
 
   private async compact(): Promise<void> {
-    const handle = await Journal.rewrite(this.zone, this.directory, this.live);
+    const handle = await Journal.rewrite(this.zone, this.directory, this.live, this.kept);
     await this.handle.close();
     this.handle = handle;
     this.bytesWritten = 0;
@@ -185,18 +193,36 @@ export class Journal {
     this.logger.debug('journal compacted', { live: this.live.size });
   }
 
-  /** Write a journal holding one entry per live item, atomically replace the old one, and open it for appends. */
-  private static async rewrite(zone: Zone, directory: VerifiedDirectory, live: ReadonlyMap<string, ItemRecord>): Promise<FileHandle> {
-    const snapshot = [...live.values()].map((item) => JSON.stringify({ op: 'item', item }) + '\n').join('');
+  /**
+   * Write a journal holding one entry per live item and per kept source, atomically replace the old one,
+   * and open it for appends.
+   */
+  private static async rewrite(
+    zone: Zone,
+    directory: VerifiedDirectory,
+    live: ReadonlyMap<string, ItemRecord>,
+    kept: ReadonlyMap<string, KeptSource>,
+  ): Promise<FileHandle> {
+    const entries: JournalEntry[] = [...live.values()].map((item) => ({ op: 'item', item }));
+    for (const [key, { path, id }] of kept) entries.push({ op: 'source-kept', key, path, id });
+    const snapshot = entries.map((entry) => JSON.stringify(entry) + '\n').join('');
     await zone.writeFileAtomically(directory, JOURNAL_NAME, snapshot, 0o600);
     zone.assertWritable('append', directory.realEntry(JOURNAL_NAME));
     return fsp.open(directory.entry(JOURNAL_NAME), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_NOFOLLOW);
   }
 }
 
-function applyEntry(live: Map<string, ItemRecord>, entry: JournalEntry): void {
+function applyEntry(live: Map<string, ItemRecord>, kept: Map<string, KeptSource>, entry: JournalEntry): void {
   if (entry.op === 'item') {
     live.set(entry.item.id, entry.item);
+    return;
+  }
+  if (entry.op === 'source-kept') {
+    kept.set(entry.key, { path: entry.path, id: entry.id });
+    return;
+  }
+  if (entry.op === 'source-gone') {
+    kept.delete(entry.key);
     return;
   }
   const item = live.get(entry.id);

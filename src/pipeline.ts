@@ -168,7 +168,8 @@ export class Pipeline {
       if (item.state === 'failed') failed++;
       else this.itemQueue.add(item.id);
     }
-    logger.info('journal recovered', { items: live.size, failed });
+    await this.deps.intake.forgetVanishedSources();
+    logger.info('journal recovered', { items: live.size, failed, keptSources: journal.keptSources().size });
   }
 
   /** Stop intake, let in-flight work finish until the deadline, then abort it so it parks. */

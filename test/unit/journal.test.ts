@@ -99,6 +99,37 @@ describe('Journal', () => {
     await reopened.close();
   });
 
+  it('writes a clean verdict at once without an fdatasync of its own, but syncs a suspect one', async () => {
+    const journal = await Journal.open(zone, directory, logger);
+    await journal.append({ op: 'item', item: item('a') });
+    await journal.append({ op: 'item', item: item('b') });
+    const datasync = await spyOnDatasync();
+    await journal.append({ op: 'scanned', id: 'a', state: 'clean', reports: [] });
+    expect(datasync).not.toHaveBeenCalled();
+    expect(journal.get('a')?.state).toBe('clean');
+    expect(await fsp.readFile(path.join(root, JOURNAL_NAME), 'utf8')).toContain('"op":"scanned","id":"a","state":"clean"');
+    await journal.append({ op: 'scanned', id: 'b', state: 'suspect', reports: [], signature: 'Eicar' });
+    expect(datasync).toHaveBeenCalledTimes(1);
+    await journal.close();
+  });
+
+  it('keeps sources left in place across a reopen and a rewrite, until they are recorded as gone', async () => {
+    const journal = await Journal.open(zone, directory, logger);
+    await journal.append({ op: 'source-kept', key: '1:2:3:4', path: 'in/a.txt', id: 'a' });
+    await journal.append({ op: 'source-kept', key: '1:5:6:7', path: 'b.txt', id: 'b' });
+    await journal.append({ op: 'source-gone', key: '1:5:6:7' });
+    await journal.close();
+
+    // Open rewrites the journal with what is live: the kept source must survive that, twice.
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const reopened = await Journal.open(zone, directory, logger);
+      expect([...reopened.keptSources()]).toEqual([['1:2:3:4', { path: 'in/a.txt', id: 'a' }]]);
+      await reopened.close();
+    }
+    const lines = (await fsp.readFile(path.join(root, JOURNAL_NAME), 'utf8')).trim().split('\n');
+    expect(lines).toEqual([JSON.stringify({ op: 'source-kept', key: '1:2:3:4', path: 'in/a.txt', id: 'a' })]);
+  });
+
   it("syncs a pending 'done' with the next entry that needs a sync, and then not again at close", async () => {
     const journal = await Journal.open(zone, directory, logger);
     await journal.append({ op: 'item', item: item('a') });

@@ -1,5 +1,6 @@
 // Each test lays out the files exactly as kill -9 at one step of the pipeline leaves them, then starts the
 // daemon: it must finish the work once, never twice, and never release bytes that were not scanned clean.
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -156,5 +157,52 @@ describe('recovery after kill -9 at each step', () => {
     const output = await runUntil(laid, async () => (await listFiles(laid.directories.destination)).includes('report.txt'));
     expect(output).toMatch(/dropping an incomplete last entry/);
     expect(await listFiles(laid.directories.destination)).toEqual(['report.txt']);
+  });
+});
+
+describe('a source that cannot be removed', () => {
+  it('is released once, not taken again after a restart, and forgotten once it is gone', async () => {
+    const directories = await makeDirectories();
+    const config = await writeConfig(directories, { clamdSocket: clamd.socketPath });
+    const source = path.join(directories.source, 'pinned.txt');
+    await fsp.writeFile(source, 'cannot be removed');
+    // Immutable: unlink fails with EPERM even for root, as a source can when its removal fails.
+    execFileSync('chattr', ['+i', source]);
+    try {
+      let daemon = await startDaemonReady(config);
+      try {
+        await waitFor(async () => (await listFiles(directories.destination)).includes('pinned.txt'), 20_000, () => daemon.output());
+        await daemon.waitForOutput(/could not be removed; it will not be taken again/);
+      } finally {
+        expect(await stopDaemon(daemon)).toBe(0);
+      }
+
+      daemon = await startDaemonReady(config);
+      try {
+        await daemon.waitForOutput(/journal recovered .*keptSources=1/);
+        await daemon.waitForOutput(/left in source .*already in quarantine as item/);
+        // Time for a rescan to take it again, were it forgotten.
+        await new Promise((resolve) => setTimeout(resolve, 2500));
+        expect(await listFiles(directories.destination)).toEqual(['pinned.txt']);
+      } finally {
+        expect(await stopDaemon(daemon)).toBe(0);
+      }
+
+      execFileSync('chattr', ['-i', source]);
+      await fsp.unlink(source);
+      daemon = await startDaemonReady(config);
+      try {
+        await daemon.waitForOutput(/journal recovered .*keptSources=0/);
+      } finally {
+        expect(await stopDaemon(daemon)).toBe(0);
+      }
+    } finally {
+      // Whatever failed above, leave nothing immutable behind for the clean-up (gone already when all passed).
+      try {
+        execFileSync('chattr', ['-i', source], { stdio: 'ignore' });
+      } catch {
+        // no such file
+      }
+    }
   });
 });
