@@ -51,6 +51,7 @@ export class VerifiedDirectory {
     readonly fd: number,
     /** The real path, as the kernel reports it for the open descriptor. */
     readonly realPath: string,
+    private readonly syncs: DirectorySyncs = new DirectorySyncs(),
   ) {}
 
   /** A path for `name` inside this directory that cannot be redirected. */
@@ -72,14 +73,14 @@ export class VerifiedDirectory {
 
   /**
    * fsync(2) of the directory: resolves once names created, renamed or removed in it before the call are
-   * durable. Shared with other callers syncing the same directory (see syncDirectory).
+   * durable. Shared with other callers syncing the same directory through the same DirectorySyncs.
    */
   sync(): Promise<void> {
     if (this.inode === null) {
       const stats = fs.fstatSync(this.fd);
       this.inode = `${stats.dev}:${stats.ino}`;
     }
-    return syncDirectory(this.inode, this.fd);
+    return this.syncs.sync(this.inode, this.fd);
   }
 
   stat(): fs.Stats {
@@ -100,53 +101,55 @@ interface DirectorySyncState {
   next: Promise<void> | null;
 }
 
-const directorySyncs = new Map<string, DirectorySyncState>();
-
 /**
  * One fsync of a directory covers every change made in it before the fsync started. So a caller who asks
  * while one is running waits for the next one, which starts when the running one ends and is shared by all
  * who asked meanwhile: with many files in flight in one directory, that is one fsync per round instead of
- * one per file. `fd` is the asking caller's descriptor; it stays open while the caller waits.
+ * one per file. Directories are told apart by inode, whatever descriptor or path reached them.
  */
-function syncDirectory(inode: string, fd: number): Promise<void> {
-  const state = directorySyncs.get(inode);
-  if (state === undefined) {
-    const running = fsyncDescriptor(fd);
-    track(inode, { running, next: null });
-    return running;
-  }
-  if (state.next === null) {
-    const next = state.running.catch(() => undefined).then(() => fsyncDescriptor(fd));
-    state.next = next;
-  }
-  return state.next;
-}
+export class DirectorySyncs {
+  private readonly byInode = new Map<string, DirectorySyncState>();
 
-function track(inode: string, state: DirectorySyncState): void {
-  directorySyncs.set(inode, state);
-  const settled = (): void => {
-    if (state.next === null) {
-      directorySyncs.delete(inode);
-      return;
+  constructor(private readonly fsync: (fd: number) => Promise<void> = fsyncDescriptor) {}
+
+  /** `fd` is the asking caller's descriptor of the directory; it stays open while the caller waits. */
+  sync(inode: string, fd: number): Promise<void> {
+    const state = this.byInode.get(inode);
+    if (state === undefined) {
+      const running = this.fsync(fd);
+      this.track(inode, { running, next: null });
+      return running;
     }
-    state.running = state.next;
-    state.next = null;
+    state.next ??= state.running.catch(() => undefined).then(() => this.fsync(fd));
+    return state.next;
+  }
+
+  private track(inode: string, state: DirectorySyncState): void {
+    this.byInode.set(inode, state);
+    const settled = (): void => {
+      if (state.next === null) {
+        this.byInode.delete(inode);
+        return;
+      }
+      state.running = state.next;
+      state.next = null;
+      void state.running.then(settled, settled);
+    };
     void state.running.then(settled, settled);
-  };
-  void state.running.then(settled, settled);
+  }
 }
 
 /**
  * Open `directory` (O_NOFOLLOW on the last component) and return it with the real path the kernel reports
  * for the descriptor, which must equal the path asked for: a symlinked component anywhere is refused.
  */
-export function openExactDirectory(directory: string): VerifiedDirectory {
+export function openExactDirectory(directory: string, syncs?: DirectorySyncs): VerifiedDirectory {
   const expected = path.resolve(directory);
   const fd = fs.openSync(expected, DIRECTORY_FLAGS);
   try {
     const realPath = fs.readlinkSync(`/proc/self/fd/${fd}`);
     if (realPath !== expected) throw new PathEscapeError(expected, realPath);
-    return new VerifiedDirectory(fd, realPath);
+    return new VerifiedDirectory(fd, realPath, syncs);
   } catch (error) {
     fs.closeSync(fd);
     throw error;
@@ -166,6 +169,8 @@ export class Zone {
   private readonly roots: readonly string[];
   /** The last create queued per directory (see createExclusiveDescriptor). */
   private readonly creates = new Map<string, Promise<number>>();
+  /** Directory fsyncs, shared among every directory this zone opens. */
+  private readonly directorySyncs = new DirectorySyncs();
 
   /** `roots` must already be real paths (fs.realpath), so that a symlinked mount point still matches. */
   constructor(roots: readonly string[]) {
@@ -186,7 +191,7 @@ export class Zone {
    * descriptor points must equal the path we asked for, so a symlinked component anywhere is refused.
    */
   async openDirectory(directory: string): Promise<VerifiedDirectory> {
-    const opened = openExactDirectory(directory);
+    const opened = openExactDirectory(directory, this.directorySyncs);
     if (!this.contains(opened.realPath)) {
       opened.close();
       throw new ZoneError('open', opened.realPath);

@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PathEscapeError, Zone, ZoneError } from '../../src/zone.js';
+import { DirectorySyncs, PathEscapeError, Zone, ZoneError } from '../../src/zone.js';
 
 let root: string;
 let inside: string;
@@ -77,5 +77,64 @@ describe('Zone', () => {
     } finally {
       directory.close();
     }
+  });
+});
+
+describe('DirectorySyncs', () => {
+  /** An fsync that finishes only when told, and remembers when each one started. */
+  function controlledFsync() {
+    const started: { fd: number; finish: () => void }[] = [];
+    const fsync = (fd: number) => new Promise<void>((resolve) => started.push({ fd, finish: resolve }));
+    return { started, fsync };
+  }
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('gives callers who ask while an fsync runs one fsync that starts after it, never the running one', async () => {
+    const { started, fsync } = controlledFsync();
+    const syncs = new DirectorySyncs(fsync);
+    const first = syncs.sync('1:10', 3);
+    let laterDone = 0;
+    const later = [syncs.sync('1:10', 4), syncs.sync('1:10', 5), syncs.sync('1:10', 6)].map((promise) => promise.then(() => laterDone++));
+    await settle();
+    // The running fsync began before their changes: it must not answer them.
+    expect(started).toHaveLength(1);
+    started[0]!.finish();
+    await first;
+    await settle();
+    expect(laterDone).toBe(0);
+    // One more fsync for all three, through the first of their descriptors.
+    expect(started.map(({ fd }) => fd)).toEqual([3, 4]);
+    started[1]!.finish();
+    await Promise.all(later);
+    expect(laterDone).toBe(3);
+  });
+
+  it('keeps directories apart, and starts afresh once nothing is running', async () => {
+    const { started, fsync } = controlledFsync();
+    const syncs = new DirectorySyncs(fsync);
+    const a = syncs.sync('1:10', 3);
+    const b = syncs.sync('1:11', 4);
+    await settle();
+    expect(started).toHaveLength(2);
+    started.forEach(({ finish }) => finish());
+    await Promise.all([a, b]);
+    const again = syncs.sync('1:10', 5);
+    await settle();
+    expect(started).toHaveLength(3);
+    started[2]!.finish();
+    await again;
+  });
+
+  it('still runs the next fsync when the running one failed', async () => {
+    let calls = 0;
+    const syncs = new DirectorySyncs(async () => {
+      calls++;
+      if (calls === 1) throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    });
+    const first = syncs.sync('1:10', 3);
+    const second = syncs.sync('1:10', 4);
+    await expect(first).rejects.toMatchObject({ code: 'EIO' });
+    await expect(second).resolves.toBeUndefined();
+    expect(calls).toBe(2);
   });
 });
