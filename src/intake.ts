@@ -187,6 +187,9 @@ export class Intake {
     const before = fstatSync(source, { bigint: true });
     // What we opened must be what we looked at: a swap between lstat and open is refused, not followed.
     if (before.ino !== linkStats.ino || before.dev !== linkStats.dev) return { kind: 'deferred', retryInMs: 0, reason: 'replaced while being opened' };
+    // The limits were asked with the size lstat saw: a writer that added bytes since (and closed the file,
+    // or the writer check would stop it below) sends the file back to be asked again with its real size.
+    if (before.size !== linkStats.size) return { kind: 'deferred', retryInMs: 0, reason: 'grew while being opened' };
     const refusal = refusalFor(before);
     if (refusal !== null) return { kind: 'refused', reason: refusal };
     const identityKey = identityOf(before);

@@ -45,7 +45,8 @@ export interface ReleaseDependencies {
 }
 
 export interface ReleasePermissions {
-  applyAfterMove(filePath: string): Promise<void>;
+  /** `descriptor`: the file, open, when the releaser holds it. */
+  applyAfterMove(filePath: string, descriptor?: number): Promise<void>;
   enforceDirectory(directory: string): Promise<unknown>;
 }
 
@@ -225,7 +226,7 @@ export class Releaser {
    */
   private async setReleasedPermissions(directory: VerifiedDirectory, temporary: string, open?: number): Promise<void> {
     if (this.deps.permissions !== undefined) {
-      await this.deps.permissions.applyAfterMove(directory.realEntry(temporary));
+      await this.deps.permissions.applyAfterMove(directory.realEntry(temporary), open);
       return;
     }
     const fd = open ?? fs.openSync(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW);

@@ -47,11 +47,16 @@ export interface TreeWatcher {
 export interface TreeWatchOptions {
   /** Milliseconds between chokidar's looks at each directory (default 5 s). */
   readonly directoryPollMs?: number;
+  /**
+   * Names whose events the caller has no use for: they are dropped before any look, which saves an lstat
+   * per event. Only for names the caller would ignore anyway; a directory by such a name is not watched.
+   */
+  readonly ignoreName?: (name: string) => boolean;
 }
 
 /** Watch every directory under `roots` (real paths), never following symlinks. */
 export function watchTree(roots: readonly string[], options: TreeWatchOptions = {}): TreeWatcher {
-  return new TreeWatch(roots, options.directoryPollMs ?? DIRECTORY_POLL_MS);
+  return new TreeWatch(roots, options.directoryPollMs ?? DIRECTORY_POLL_MS, options.ignoreName ?? (() => false));
 }
 
 interface WatchedDirectory {
@@ -67,14 +72,20 @@ class TreeWatch extends EventEmitter implements TreeWatcher {
   private ready = false;
   private closed = false;
 
-  constructor(roots: readonly string[], pollMs: number) {
+  constructor(
+    roots: readonly string[],
+    pollMs: number,
+    private readonly ignoreName: (name: string) => boolean,
+  ) {
     super();
+    const rootSet = new Set(roots.map((root) => path.resolve(root)));
     this.tree = chokidar.watch([...roots], {
       usePolling: true,
       interval: pollMs,
       binaryInterval: pollMs,
       // Called once without stats (keep the path) and again with lstat's answer (keep only directories).
-      ignored: (_candidate: string, stats?: { isDirectory(): boolean }) => stats !== undefined && !stats.isDirectory(),
+      ignored: (candidate: string, stats?: { isDirectory(): boolean }) =>
+        (stats !== undefined && !stats.isDirectory()) || (!rootSet.has(path.resolve(candidate)) && ignoreName(path.basename(candidate))),
       followSymlinks: false,
       ignoreInitial: false,
       ignorePermissionErrors: true,
@@ -114,7 +125,9 @@ class TreeWatch extends EventEmitter implements TreeWatcher {
     try {
       const watch = watchDirectory(directory, { persistent: false }, (eventType, name) => {
         if (this.closed || name === null) return;
-        const changed = path.join(directory, name.toString());
+        const entryName = name.toString();
+        if (this.ignoreName(entryName)) return;
+        const changed = path.join(directory, entryName);
         // 'change' is a write to or an attribute change of an entry that exists; 'rename' is a name
         // created, removed or moved in or out, which only a look can tell apart.
         if (eventType === 'change') {
@@ -141,6 +154,7 @@ class TreeWatch extends EventEmitter implements TreeWatcher {
     }
     for (const entry of entries) {
       if (this.closed) return;
+      if (this.ignoreName(entry.name)) continue;
       const child = path.join(directory, entry.name);
       // Dirent types come from getdents: a symlink to a directory is a symlink.
       if (entry.isDirectory()) this.directoryFound(child, true);

@@ -3,7 +3,7 @@
 // source_path and destination_path are brought to the model as soon as chokidar reports them; files
 // the daemon moves get their group, ACL and mode set explicitly (a rename keeps the old ones).
 
-import { lstatSync, promises as fsp } from 'node:fs';
+import { fstatSync, lstatSync, promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { FSWatcher } from 'chokidar';
 import type { Logger } from 'winston';
@@ -83,6 +83,8 @@ export class PermissionEnforcer {
   private readonly settling = new Map<string, NodeJS.Timeout>();
   /** Paths last found as the model wants them, with what lstat said then (see identityOf). */
   private readonly compliant = new Map<string, string>();
+  /** Per destination directory: the ACL a moved file gets there, and the directory state it came from. */
+  private readonly inheritedAcls = new Map<string, { readonly key: string; readonly entries: readonly AclEntry[] }>();
   /** Aborted by close(): a sweep of a large tree must not hold up a stop. */
   private readonly closing = new AbortController();
 
@@ -210,28 +212,48 @@ export class PermissionEnforcer {
   /**
    * After the daemon moved a file into a directory: the directory's group, an access ACL derived from
    * the directory's default ACL as the kernel would for a new file of mode 0660 (without execute
-   * anywhere), and that mode. Throws when a change fails.
+   * anywhere), and that mode. Throws when a change fails. `descriptor`, when the caller has the file open:
+   * owner and mode are changed through it.
    */
-  async applyAfterMove(filePath: string): Promise<void> {
+  async applyAfterMove(filePath: string, descriptor?: number): Promise<void> {
     const { backend, guard } = this.options;
     const target = path.resolve(filePath);
     const directory = path.dirname(target);
     const directoryStats = lstatSync(directory);
-    const fileStats = lstatSync(target);
+    const fileStats = descriptor === undefined ? lstatSync(target) : fstatSync(descriptor);
     if (!fileStats.isFile()) throw Object.assign(new Error(`'${target}' is not a regular file; its permissions are left alone`), { code: 'EINVAL' });
     const maxMode = MOVED_FILE_MODE & (this.contentsFor(target)?.fileMaxMode ?? DEFAULT_FILE_MAX_MODE);
-    const inherited = await backend.getAcl(directory, 'default');
-    const wanted = inherited.length === 0 ? minimalAcl(maxMode) : inheritForFile(inherited, maxMode);
+    const wanted = await this.inheritedFileAcl(directory, directoryStats, maxMode);
     const mode = statModeOf(wanted, 0);
-    const current = await backend.getAcl(target, 'access');
 
     const steps: FixStep[] = [];
     if (fileStats.gid !== directoryStats.gid) steps.push({ kind: 'chown', uid: -1, gid: directoryStats.gid, description: 'group of the directory' });
-    if (!(isMinimal(current) && isMinimal(wanted))) steps.push({ kind: 'set-acl', scope: 'access', entries: wanted, description: 'ACL from the directory default ACL' });
+    // A named entry in what is wanted means the ACL is set whatever the file has now; only a minimal wanted
+    // ACL needs a look at the file's, to clear extended entries it may carry.
+    if (!isMinimal(wanted) || !isMinimal(await backend.getAcl(target, 'access'))) {
+      steps.push({ kind: 'set-acl', scope: 'access', entries: wanted, description: 'ACL from the directory default ACL' });
+    }
     steps.push({ kind: 'chmod', mode, description: `mode ${mode.toString(8).padStart(4, '0')}` });
-    const records = await applyFixPlan({ path: target, dev: fileStats.dev, ino: fileStats.ino, steps }, backend, guard);
+    const records = await applyFixPlan({ path: target, dev: fileStats.dev, ino: fileStats.ino, steps, descriptor }, backend, guard);
     const failed = records.find((record) => !record.ok);
     if (failed !== undefined) throw new Error(`cannot set permissions of moved file '${target}': ${failed.change}: ${failed.error ?? ''}`);
+  }
+
+  /**
+   * The access ACL a file moved into `directory` gets, from the directory's default ACL. Remembered per
+   * directory while its inode and change time stay the same (setting an ACL changes the change time), so
+   * that a burst of releases into one directory reads its default ACL once.
+   */
+  private async inheritedFileAcl(directory: string, stats: Stats, maxMode: number): Promise<readonly AclEntry[]> {
+    const key = `${stats.dev}:${stats.ino}:${stats.ctimeMs}:${maxMode}`;
+    const known = this.inheritedAcls.get(directory);
+    if (known?.key === key) return known.entries;
+    const inherited = await this.options.backend.getAcl(directory, 'default');
+    const entries = inherited.length === 0 ? minimalAcl(maxMode) : inheritForFile(inherited, maxMode);
+    this.inheritedAcls.delete(directory);
+    this.inheritedAcls.set(directory, { key, entries });
+    if (this.inheritedAcls.size > MAX_REMEMBERED_DIRECTORY_ACLS) this.inheritedAcls.delete(this.inheritedAcls.keys().next().value as string);
+    return entries;
   }
 
   /** Watches source_path and destination_path for new directories and files (chokidar, never following symlinks). */
@@ -388,11 +410,15 @@ const FILE_EVENT_SETTLE_MS = 200;
 /** Remembered paths, oldest forgotten first: enough for a busy share's recent releases, bounded memory. */
 const MAX_REMEMBERED_COMPLIANT = 20_000;
 
+/** Destination directories whose inherited file ACL is remembered (see inheritedFileAcl). */
+const MAX_REMEMBERED_DIRECTORY_ACLS = 1_000;
+
 /**
  * chokidar for the directory tree, fs.watch for entry names: chokidar alone re-lists a directory and lstats
  * all of it on every event in it (see tree-watch.ts). The cast only narrows chokidar's `this` return type,
  * which names its whole FSWatcher class; the enforcer uses on/once/close and nothing else.
  */
 function watchSharedTrees(roots: readonly string[]): EnforcerWatcher {
-  return watchTree(roots) as unknown as EnforcerWatcher;
+  // A release's temporary name is the releaser's to set up (see notice): its events are not even looked at.
+  return watchTree(roots, { ignoreName: (name) => itemIdOfReleaseTemporary(name) !== null }) as unknown as EnforcerWatcher;
 }

@@ -1,7 +1,7 @@
 // Repairs: owner, group, mode and ACLs, never content. Planning is pure (desired + actual → steps);
 // applying goes through a write guard and touches only the inode that was inspected.
 
-import { chmodSync, chownSync, closeSync, constants as fsc, fstatSync, openSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, fchmodSync, fchownSync, constants as fsc, fstatSync, openSync } from 'node:fs';
 
 import type { AclEntry } from '../native.js';
 import { groupLabel, userLabel, type AccountsSnapshot } from './accounts.js';
@@ -37,6 +37,11 @@ export interface FixPlan {
   readonly dev: number;
   readonly ino: number;
   readonly steps: readonly FixStep[];
+  /**
+   * An open descriptor of exactly that inode, when the caller holds one: owner and mode change through it,
+   * with no second lookup of the path.
+   */
+  readonly descriptor?: number;
 }
 
 export interface FixRecord {
@@ -155,11 +160,13 @@ export async function applyFixPlan(plan: FixPlan, backend: AclBackend, guard: Wr
       switch (step.kind) {
         case 'chown':
           guard.assertWritable('chown', plan.path);
-          await onSameInode(plan.path, plan.dev, plan.ino, async (proc) => chownSync(proc, step.uid, step.gid));
+          if (plan.descriptor !== undefined) fchownSync(plan.descriptor, step.uid, step.gid);
+          else await onSameInode(plan.path, plan.dev, plan.ino, async (proc) => chownSync(proc, step.uid, step.gid));
           break;
         case 'chmod':
           guard.assertWritable('chmod', plan.path);
-          await onSameInode(plan.path, plan.dev, plan.ino, async (proc) => chmodSync(proc, step.mode));
+          if (plan.descriptor !== undefined) fchmodSync(plan.descriptor, step.mode);
+          else await onSameInode(plan.path, plan.dev, plan.ino, async (proc) => chmodSync(proc, step.mode));
           break;
         case 'set-acl':
           guard.assertWritable('setfacl', plan.path);

@@ -2,7 +2,7 @@ import { promises as fsp, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { watchTree, type TreeWatcher } from '../../src/tree-watch.js';
+import { watchTree, type TreeWatcher, type TreeWatchOptions } from '../../src/tree-watch.js';
 
 interface Recorded {
   readonly event: 'add' | 'addDir' | 'change';
@@ -14,8 +14,8 @@ let watcher: TreeWatcher | null;
 let events: Recorded[];
 let errors: unknown[];
 
-async function start(roots: readonly string[] = [root]): Promise<TreeWatcher> {
-  const started = watchTree(roots);
+async function start(roots: readonly string[] = [root], options: TreeWatchOptions = {}): Promise<TreeWatcher> {
+  const started = watchTree(roots, options);
   watcher = started;
   for (const event of ['add', 'addDir', 'change'] as const) started.on(event, (changed) => events.push({ event, path: changed }));
   started.on('error', (error) => errors.push(error));
@@ -147,5 +147,22 @@ describe('watchTree', () => {
     expect(new Set(adds.map((e) => e.path)).size).toBe(names.length);
     // One event per name (a file may also be reported by a 'change' from its write; never twice as 'add').
     expect(adds.length).toBe(names.length);
+  });
+
+  it('drops every event of a name the caller ignores, and still reports the others', async () => {
+    writeFileSync(path.join(root, 'ignored-before'), 'i');
+    mkdirSync(path.join(root, 'sub'));
+    // A short poll, so that chokidar's own listings of the tree are covered too.
+    await start([root], { ignoreName: (name) => name.startsWith('ignored'), directoryPollMs: 100 });
+    writeFileSync(path.join(root, 'ignored-new'), 'i');
+    await fsp.appendFile(path.join(root, 'ignored-before'), 'more');
+    await fsp.rename(path.join(root, 'ignored-new'), path.join(root, 'sub', 'ignored-moved'));
+    mkdirSync(path.join(root, 'ignored-dir'));
+    writeFileSync(path.join(root, 'ignored-dir', 'inside'), 'x');
+    writeFileSync(path.join(root, 'kept'), 'k');
+    await until(() => seen('add', path.join(root, 'kept')), 'the file that is not ignored');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(events.filter((e) => path.basename(e.path).startsWith('ignored') || e.path.includes('ignored-dir'))).toEqual([]);
+    expect(errors).toEqual([]);
   });
 });

@@ -2,7 +2,7 @@
 // into the shares are brought to the model while it runs; files the daemon moves get group, ACL and
 // mode; the managed paths are fixed at start, or the start fails naming path and problem. Same suite
 // against both ACL backends. Runs as root.
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -202,6 +202,34 @@ describe.each(BACKENDS)('PermissionEnforcer with the %s backend', (_name, makeBa
     expect(acl(released)).toBe('user::rw-,group::rw-,other::---');
     expect(modeOf(released)).toBe('0660');
     expect(await enforcer.enforceFile(released)).toEqual([]);
+  });
+
+  it('applyAfterMove through an open descriptor, and a changed default ACL reaches the next moved file', async () => {
+    const moveIn = (name: string): string => {
+      const quarantined = path.join(tree.quarantine, `${name}.data`);
+      writeFileSync(quarantined, name, { mode: 0o600 });
+      sh('chgrp', 'root', quarantined);
+      const released = path.join(tree.destination, name);
+      sh('mv', quarantined, released);
+      return released;
+    };
+    const first = moveIn('first.csv');
+    const descriptor = openSync(first, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      await enforcer.applyAfterMove(first, descriptor);
+    } finally {
+      closeSync(descriptor);
+    }
+    expect(modeOf(first)).toBe('0660');
+    expect(statSync(first).gid).toBe(accounts.gids.shuttle_owners);
+    expect(acl(first)).toBe('user::rw-,group::rw-,group:shuttle_out_users:r--,mask::rw-,other::---');
+
+    // The directory's default ACL is remembered between moves; changing it must not leave the old one in use.
+    sh('setfacl', '-d', '--set', 'user::rw-,group::rw-,other::---', tree.destination);
+    const second = moveIn('second.csv');
+    await enforcer.applyAfterMove(second);
+    expect(acl(second)).toBe('user::rw-,group::rw-,other::---');
+    expect(modeOf(second)).toBe('0660');
   });
 
   it('verifyAndFixManagedPaths fixes the managed paths at start and returns what it fixed', async () => {
