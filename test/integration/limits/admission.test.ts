@@ -43,7 +43,7 @@ describe('intake admission', () => {
         asked.push(size);
         // The first answer is given for the small file; the writer then finishes and closes.
         if (asked.length === 1) await fsp.appendFile(file, Buffer.alloc(4096, 1));
-        if (size > LIMIT) return { kind: 'reject', reason: `larger than limits.max_file_size (${size} > ${LIMIT} bytes)` };
+        if (size > LIMIT) return { kind: 'reject', limit: 'max_file_size', reason: `larger than limits.max_file_size (${size} > ${LIMIT} bytes)` };
         return { kind: 'take', ticket: { size } as unknown as IntakeTicket };
       },
       notTaken() {
