@@ -5,7 +5,7 @@
 #   scripts/bench-on-fresh-fs.sh                 ext4 with a journal, as a file-transfer host would have
 #   scripts/bench-on-fresh-fs.sh --no-journal    ext4 without a journal, like some VM images' root filesystem
 #
-# BENCH_* variables (see bench/pipeline.ts) pass through. The image (4 GiB, sparse) lives in a temporary
+# BENCH_* variables (see bench/pipeline.ts) pass through. The image (8 GiB, sparse) lives in a temporary
 # directory under $BENCH_IMAGE_DIR (default /var/tmp) and is removed at the end.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-truncate -s 4G "$work/image"
+truncate -s 8G "$work/image"
 mkfs.ext4 -q -F "${features[@]}" "$work/image"
 mkdir "$mountpoint"
 mount -o loop "$work/image" "$mountpoint"
