@@ -5,16 +5,11 @@
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import winston from 'winston';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Intake, type IntakeGate } from '../../../src/intake.js';
-import { Journal } from '../../../src/journal.js';
+import type { IntakeGate } from '../../../src/intake.js';
 import type { IntakeAdmission, IntakeTicket } from '../../../src/limits/intake-limits.js';
-import { loadNative } from '../../../src/native.js';
-import { detectWriterCheckMode, WriterChecker } from '../../../src/writer-check.js';
-import { Zone } from '../../../src/zone.js';
+import { openIntake } from '../../helpers/intake.js';
 
-const logger = winston.createLogger({ silent: true });
 const LIMIT = 1024;
 
 let root: string;
@@ -51,20 +46,7 @@ describe('intake admission', () => {
       },
     };
 
-    const zone = new Zone([source, quarantine]);
-    const quarantineDirectory = await zone.openDirectory(quarantine);
-    const journal = await Journal.open(zone, quarantineDirectory, logger);
-    const addon = loadNative();
-    const intake = new Intake({
-      zone,
-      sourceRoot: source,
-      quarantine: quarantineDirectory,
-      journal,
-      writerChecker: new WriterChecker(addon, detectWriterCheckMode(addon), 1000, () => Date.now()),
-      logger,
-      now: () => new Date(),
-      limits: gate,
-    });
+    const { intake, journal, close } = await openIntake(source, quarantine, gate);
     try {
       const first = await intake.take('growing.bin', new AbortController().signal);
       expect(first).toMatchObject({ kind: 'deferred', retryInMs: 0 });
@@ -78,8 +60,7 @@ describe('intake admission', () => {
       expect(journal.items().size).toBe(0);
       expect((await fsp.stat(file)).size).toBe(10 + 4096);
     } finally {
-      await journal.close();
-      quarantineDirectory.close();
+      await close();
     }
   });
 });

@@ -8,17 +8,11 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import winston from 'winston';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Intake } from '../../../src/intake.js';
-import { Journal } from '../../../src/journal.js';
 import { FreeSpaceGuard, INODE_RESERVE, pipelineTargets, type FreeSpaceCheck, type FreeSpaceShortage } from '../../../src/limits/free-space.js';
-import { loadNative } from '../../../src/native.js';
-import { detectWriterCheckMode, WriterChecker } from '../../../src/writer-check.js';
-import { Zone } from '../../../src/zone.js';
+import { openIntake } from '../../helpers/intake.js';
 
 const execFileAsync = promisify(execFile);
-const logger = winston.createLogger({ silent: true });
 const KiB = 1024;
 const MiB = 1024 ** 2;
 
@@ -153,19 +147,7 @@ describe('intake when the quarantine fills up mid-copy', () => {
     const sha256 = createHash('sha256').update(content).digest('hex');
     await fsp.writeFile(path.join(source, 'big.bin'), content);
 
-    const zone = new Zone([source, quarantine]);
-    const quarantineDirectory = await zone.openDirectory(quarantine);
-    const journal = await Journal.open(zone, quarantineDirectory, logger);
-    const addon = loadNative();
-    const intake = new Intake({
-      zone,
-      sourceRoot: source,
-      quarantine: quarantineDirectory,
-      journal,
-      writerChecker: new WriterChecker(addon, detectWriterCheckMode(addon), 1000, () => Date.now()),
-      logger,
-      now: () => new Date(),
-    });
+    const { intake, close } = await openIntake(source, quarantine);
     // Leave less room than the file needs, so the copy starts and runs out part-way.
     const filler = path.join(shared, 'intake-filler');
     await fsp.writeFile(filler, Buffer.alloc(2 * MiB, 1));
@@ -193,8 +175,7 @@ describe('intake when the quarantine fills up mid-copy', () => {
       expect(createHash('sha256').update(await fsp.readFile(path.join(quarantine, copies[0] as string))).digest('hex')).toBe(sha256);
       await expect(fsp.lstat(path.join(source, 'big.bin'))).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
-      await journal.close();
-      await quarantineDirectory.close();
+      await close();
     }
   });
 });
