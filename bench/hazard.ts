@@ -36,7 +36,7 @@ const GPG = process.env.SHUTTLE_BENCH_GPG ?? 'gpg';
 const FILES = Number(process.env.BENCH_FILES ?? 20);
 const FILE_MIB = Number(process.env.BENCH_FILE_MIB ?? 50);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-/** How many archive() calls the pipeline has in flight at most: scan_concurrency's default. */
+/** How many archive() calls are in flight at once (the pipeline allows up to scan_concurrency; gpg runs one at a time anyway). */
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 4);
 const MiB = 1024 * 1024;
 const TARGET_RATIO = 1.2;

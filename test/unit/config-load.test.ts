@@ -76,8 +76,8 @@ describe('parseConfig: a valid config', () => {
     expect(config.pipeline).toEqual({
       stabilityWindowMs: 5000,
       rescanIntervalMs: 30_000,
-      intakeConcurrency: 8,
-      scanConcurrency: 8,
+      intakeConcurrency: 16,
+      scanConcurrency: 16,
       retryBaseMs: 2000,
       retryMaxMs: 300_000,
       shutdownTimeoutMs: 20_000,

@@ -39,7 +39,7 @@ describe('planReload', () => {
     const next = config({
       clamd: '{ socket: /run/clamav/clamd.ctl, timeout_seconds: 60, max_file_size: 100M }',
       extra: [
-        'pipeline: { scan_concurrency: 16, stability_window_seconds: 2.5 }',
+        'pipeline: { scan_concurrency: 24, stability_window_seconds: 2.5 }',
         'logging: { level: debug }',
         'metrics: { textfile_path: /var/lib/prometheus/node-exporter/shuttle.prom }',
       ].join('\n'),
@@ -51,7 +51,7 @@ describe('planReload', () => {
       'scanners.clamd.max_file_size: 26214400 -> 104857600',
       'scanners.clamd.timeout_seconds: 120 -> 60',
       'pipeline.stability_window_seconds: 5 -> 2.5',
-      'pipeline.scan_concurrency: 8 -> 16',
+      'pipeline.scan_concurrency: 16 -> 24',
       'logging.level: "info" -> "debug"',
       'metrics.textfile_path: (off) -> "/var/lib/prometheus/node-exporter/shuttle.prom"',
     ]);
