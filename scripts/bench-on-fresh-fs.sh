@@ -4,6 +4,7 @@
 #
 #   scripts/bench-on-fresh-fs.sh                 ext4 with a journal, as a file-transfer host would have
 #   scripts/bench-on-fresh-fs.sh --no-journal    ext4 without a journal, like some VM images' root filesystem
+#   scripts/bench-on-fresh-fs.sh --floor         bench/durable-floor.ts instead (combines with --no-journal)
 #
 # BENCH_* variables (see bench/pipeline.ts) pass through. The image (8 GiB, sparse) lives in a temporary
 # directory under $BENCH_IMAGE_DIR (default /var/tmp) and is removed at the end.
@@ -11,11 +12,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 features=()
-case "${1:-}" in
-  --no-journal) features=(-O ^has_journal) ;;
-  '') ;;
-  *) echo "usage: $0 [--no-journal]" >&2; exit 2 ;;
-esac
+bench=pipeline
+for option in "$@"; do
+  case "$option" in
+    --no-journal) features=(-O ^has_journal) ;;
+    --floor) bench=durable-floor ;;
+    *) echo "usage: $0 [--no-journal] [--floor]" >&2; exit 2 ;;
+  esac
+done
 if [ "$(id -u)" -ne 0 ]; then
   echo "$0: needs root to make and mount a filesystem" >&2
   exit 2
@@ -36,4 +40,4 @@ mount -o loop "$work/image" "$mountpoint"
 chmod 1777 "$mountpoint"
 
 npm run --silent build
-TMPDIR="$mountpoint" node dist/bench/pipeline.js
+TMPDIR="$mountpoint" node "dist/bench/$bench.js"
