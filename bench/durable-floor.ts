@@ -9,8 +9,12 @@
 //   npm run bench:floor
 //
 // Environment:
-//   BENCH_ROUNDS     rounds (default 2); each runs the baseline, then the floor with and without fsyncs
-//   BENCH_IN_FLIGHT  files in flight in the floor (default 64)
+//   BENCH_ROUNDS        rounds (default 2); each runs the baseline, then the floor with and without fsyncs
+//   BENCH_IN_FLIGHT     files in flight in the floor (default 64)
+//   UV_THREADPOOL_SIZE  libuv's thread pool, where every fsync waits. `npm run bench:floor` and
+//                       scripts/bench-on-fresh-fs.sh set 16, as bin/shuttle.js does for the daemon; it cannot be
+//                       set from here, because loading this module has already started the pool. With Node's
+//                       default of 4, at most four fsyncs wait at once and the floor is slower.
 //
 // The "without fsync" row does the same steps with every fsync and fdatasync left out: the difference to
 // the durable row is what the flushes cost on this filesystem.
@@ -201,7 +205,7 @@ async function main(): Promise<void> {
   let clamd: BenchClamd | null = null;
   try {
     clamd = await startClamd(path.join(root, 'clamd'), 12);
-    log(`durable floor: ${rounds} round(s) of ${WORKLOAD.count} files of ${WORKLOAD.size / 1024} KiB, ${inFlight} in flight; working in ${root}: ${describeFilesystem(root)}`);
+    log(`durable floor: ${rounds} round(s) of ${WORKLOAD.count} files of ${WORKLOAD.size / 1024} KiB, ${inFlight} in flight, ${process.env.UV_THREADPOOL_SIZE ?? 4} threads in the pool; working in ${root}: ${describeFilesystem(root)}`);
     const rows: Array<{ round: number; baseline: number; durable: number; durableCpu: number; unflushed: number }> = [];
     for (let round = 1; round <= rounds; round++) {
       const baselineDir = path.join(root, `baseline-${round}`);

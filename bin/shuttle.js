@@ -1,8 +1,15 @@
 #!/usr/bin/env node
-// libuv sizes its thread pool once, on the first fs or crypto call. Set it before anything can make one,
-// which is why the CLI is loaded with a dynamic import below rather than a static one. The pipeline keeps
-// several copies, hashes and scans in flight; the default 4 threads would serialise them.
+// libuv sizes its thread pool once, on its first job. Node loads an ES module entry point with an
+// asynchronous read, which is such a job, so this file is CommonJS (see bin/package.json): it is read
+// synchronously, and the variable below is in place before the CLI, an ES module, is imported. The
+// pipeline keeps several copies, hashes, fsyncs and scans in flight; the default 4 threads would
+// serialise them.
+'use strict';
+
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
-const { main } = await import('../dist/src/cli.js');
-process.exitCode = await main(process.argv.slice(2));
+import('../dist/src/cli.js')
+  .then(({ main }) => main(process.argv.slice(2)))
+  .then((code) => {
+    process.exitCode = code;
+  });

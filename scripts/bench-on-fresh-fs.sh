@@ -40,4 +40,5 @@ mount -o loop "$work/image" "$mountpoint"
 chmod 1777 "$mountpoint"
 
 npm run --silent build
-TMPDIR="$mountpoint" node "dist/bench/$bench.js"
+# The floor's thread pool as the daemon's (bin/shuttle.js); the daemon sets its own.
+TMPDIR="$mountpoint" UV_THREADPOOL_SIZE="${UV_THREADPOOL_SIZE:-16}" node "dist/bench/$bench.js"
