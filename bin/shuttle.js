@@ -6,7 +6,8 @@
 // serialise them.
 'use strict';
 
-process.env.UV_THREADPOOL_SIZE ??= '16';
+// An empty value counts as unset.
+process.env.UV_THREADPOOL_SIZE ||= '16';
 
 import('../dist/src/cli.js')
   .then(({ main }) => main(process.argv.slice(2)))

@@ -50,7 +50,7 @@ export async function install(options: InstallOptions): Promise<void> {
   const write = options.write ?? ((line: string) => process.stdout.write(`${line}\n`));
   const target = (relative: string): string => path.join(prefix, relative);
 
-  for (const required of ['package.json', 'bin/shuttle.js', 'dist/src/cli.js', ADDON, 'config/shuttle.yaml', 'systemd/shuttle.service']) {
+  for (const required of ['package.json', 'bin/shuttle.js', 'bin/package.json', 'dist/src/cli.js', ADDON, 'config/shuttle.yaml', 'systemd/shuttle.service']) {
     if (!existsSync(path.join(source, required))) {
       throw new InstallError(
         `${path.join(source, required)} is missing; install from a built checkout (npm ci, npm run build:native) or an npm-installed package`,

@@ -231,6 +231,26 @@ describe('shuttle run with a real clamd', () => {
     expect(sha256(await fsp.readFile(path.join(directories.destination, 'slow.bin')))).toBe(sha256(Buffer.concat([first, second])));
   });
 
+  it('runs with 16 threads in its libuv pool when UV_THREADPOOL_SIZE is not set', async () => {
+    // bin/shuttle.js sets the size before anything starts the pool; an entry point loaded as an ES module
+    // would already have started it with 4. The difference to a node process with a pool of one thread is
+    // the pool's size less one, whatever other threads node itself runs.
+    await fresh();
+    const config = await writeConfig(directories, { clamdSocket: clamd.socketPath });
+    daemon = await startDaemonReady(config, { UV_THREADPOOL_SIZE: '' });
+    await fsp.writeFile(path.join(directories.source, 'first.txt'), 'first');
+    await waitFor(async () => (await listFiles(directories.destination)).includes('first.txt'), 20_000, () => daemon!.output());
+    const daemonThreads = (await fsp.readdir(`/proc/${daemon.child.pid}/task`)).length;
+    const probe = spawnSync(
+      process.execPath,
+      ['-e', "require('fs').promises.readFile('/proc/self/stat').then(() => console.log(require('fs').readdirSync('/proc/self/task').length))"],
+      { env: { ...process.env, UV_THREADPOOL_SIZE: '1' }, encoding: 'utf8' },
+    );
+    expect(probe.status, probe.stderr).toBe(0);
+    const probeThreads = Number(probe.stdout.trim());
+    expect(daemonThreads - probeThreads, `the daemon runs ${daemonThreads} threads, a node with a pool of one ${probeThreads}`).toBeGreaterThanOrEqual(15);
+  });
+
   it('stops on SIGTERM with exit status 0', async () => {
     await fresh();
     const running = await startWith();

@@ -61,7 +61,7 @@ describe('shuttle install --prefix', () => {
     expect((await fsp.stat(at(INSTALL_LAYOUT.wrapper))).mode & 0o777).toBe(0o755);
 
     const program = at(INSTALL_LAYOUT.program);
-    for (const part of ['bin/shuttle.js', 'dist/src/cli.js', 'native/build/Release/shuttle_native.node', 'node_modules/yaml/package.json', 'node_modules/winston/package.json']) {
+    for (const part of ['bin/shuttle.js', 'bin/package.json', 'dist/src/cli.js', 'native/build/Release/shuttle_native.node', 'node_modules/yaml/package.json', 'node_modules/winston/package.json']) {
       expect(existsSync(path.join(program, part)), part).toBe(true);
     }
     // Development tools stay behind.
@@ -107,7 +107,7 @@ describe('npm pack', () => {
     const packed = execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', directory], { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     const [{ filename, files }] = JSON.parse(packed) as [{ filename: string; files: { path: string }[] }];
     const contents = files.map((file) => file.path);
-    for (const part of ['bin/shuttle.js', 'dist/src/cli.js', 'dist/src/notify.js', 'native/binding.gyp', 'native/src/notify.cc', 'config/shuttle.yaml', 'systemd/shuttle.service', 'systemd/shuttle.sysusers.conf', 'systemd/shuttle.tmpfiles.conf']) {
+    for (const part of ['bin/shuttle.js', 'bin/package.json', 'dist/src/cli.js', 'dist/src/notify.js', 'native/binding.gyp', 'native/src/notify.cc', 'config/shuttle.yaml', 'systemd/shuttle.service', 'systemd/shuttle.sysusers.conf', 'systemd/shuttle.tmpfiles.conf']) {
       expect(contents, part).toContain(part);
     }
     expect(contents.some((file) => file.startsWith('test/') || file.startsWith('src/'))).toBe(false);
