@@ -242,6 +242,15 @@ export async function waitFor(predicate: () => Promise<boolean> | boolean, timeo
 }
 
 /** Every regular file below `directory`, as paths relative to it, sorted. */
+/**
+ * Wait until `directory` holds exactly `names` (relative paths). Counting files is not enough: while a
+ * release is under way its temporary name is in the directory too.
+ */
+export async function waitForFiles(directory: string, names: readonly string[], timeoutMs: number, describe: () => Promise<string> | string = () => ''): Promise<void> {
+  const expected = JSON.stringify([...names].sort());
+  await waitFor(async () => JSON.stringify(await listFiles(directory)) === expected, timeoutMs, async () => `${directory} holds ${(await listFiles(directory)).join(', ')}\n${await describe()}`);
+}
+
 export async function listFiles(directory: string): Promise<string[]> {
   const found: string[] = [];
   const walk = async (current: string): Promise<void> => {

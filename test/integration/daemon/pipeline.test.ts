@@ -17,6 +17,7 @@ import {
   startDaemonReady,
   stopDaemon,
   waitFor,
+  waitForFiles,
   writeConfig,
   type RunningDaemon,
   type ShuttleDirectories,
@@ -134,7 +135,7 @@ describe('shuttle run with a real clamd', () => {
     await fsp.mkdir(path.join(directories.source, 'a/b'), { recursive: true });
     await fsp.writeFile(path.join(directories.source, 'a/b/x.csv'), 'nested');
     await fsp.writeFile(path.join(directories.source, 'a/y.csv'), 'less nested');
-    await waitFor(async () => (await listFiles(directories.destination)).length === 2, 20_000, () => daemon!.output());
+    await waitForFiles(directories.destination, ['a/b/x.csv', 'a/y.csv'], 20_000, () => daemon!.output());
     expect(await listFiles(directories.destination)).toEqual(['a/b/x.csv', 'a/y.csv']);
     expect(await fsp.readFile(path.join(directories.destination, 'a/b/x.csv'), 'utf8')).toBe('nested');
     const parentDefaults = execFileSync('getfacl', ['-p', '-d', '--omit-header', directories.destination], { encoding: 'utf8' });
@@ -165,7 +166,7 @@ describe('shuttle run with a real clamd', () => {
     await fresh();
     for (let index = 0; index < 20; index++) await fsp.writeFile(path.join(directories.source, `early-${index}.bin`), randomBytes(1000));
     await startWith();
-    await waitFor(async () => (await listFiles(directories.destination)).length === 20, 30_000, () => daemon!.output());
+    await waitForFiles(directories.destination, Array.from({ length: 20 }, (_, index) => `early-${index}.bin`), 30_000, () => daemon!.output());
     expect(await listFiles(directories.source)).toEqual([]);
   });
 

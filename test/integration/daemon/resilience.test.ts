@@ -14,6 +14,7 @@ import {
   startDaemonReady,
   stopDaemon,
   waitFor,
+  waitForFiles,
   writeConfig,
   type RunningDaemon,
 } from '../../helpers/daemon.js';
@@ -46,7 +47,7 @@ describe('fail closed', () => {
       await waitFor(() => (daemon.output().match(/not scanned; the file waits in quarantine.*code=unreachable/g) ?? []).length >= 20, 20_000, () => daemon.output());
       expect(await listFiles(directories.destination)).toEqual([]);
       await clamd.start();
-      await waitFor(async () => (await listFiles(directories.destination)).length === 10, 30_000, () => daemon.output());
+      await waitForFiles(directories.destination, [...contents.keys()], 30_000, () => daemon.output());
       for (const [name, content] of contents) expect(sha256(await fsp.readFile(path.join(directories.destination, name)))).toBe(sha256(content));
       expect(await quarantinedData(directories.quarantine)).toEqual([]);
     } finally {
