@@ -8,7 +8,8 @@
         "src/lease.cc",
         "src/clamd.cc",
         "src/notify.cc",
-        "src/acl.cc"
+        "src/acl.cc",
+        "src/sync.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

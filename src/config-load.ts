@@ -72,7 +72,7 @@ const PIPELINE_DEFAULTS = {
   stability_window_seconds: 5,
   rescan_interval_seconds: 30,
   // Measured with 2000 small files: 16 of each took a quarter less time than 8; more did not help.
-  intake_concurrency: 16,
+  intake_concurrency: 128,
   scan_concurrency: 16,
   retry_base_seconds: 2,
   retry_max_seconds: 300,

@@ -9,16 +9,83 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { promisify } from 'node:util';
+import { tryLoadNative } from './native.js';
+import { Slots } from './work-queue.js';
 
 export const SYNC_IO_MAX_BYTES = 64 * 1024;
 const SMALL_CHUNK = 256 * 1024;
 /** 1 MiB reads already run at disk speed; larger ones only add memory per file in flight (RSS ceiling). */
 const LARGE_CHUNK = 1024 * 1024;
+/**
+ * Copies and hashes of files above SYNC_IO_MAX_BYTES running at once, each with a LARGE_CHUNK buffer: this, not
+ * how many files are in flight, bounds the memory they take (16 MiB). A handful already keeps a disk busy.
+ */
+const LARGE_TRANSFERS_AT_ONCE = 16;
+const largeTransfers = new Slots(LARGE_TRANSFERS_AT_ONCE);
 
 const readAsync = promisify(fs.read);
 const writeAsync = promisify(fs.write);
-export const fsyncDescriptor = promisify(fs.fsync);
+const fsyncAlone = promisify(fs.fsync);
 export const closeDescriptor = promisify(fs.close);
+
+/** How many descriptors one batch takes at most; the rest wait for the next. */
+const MAX_FSYNC_BATCH = 256;
+
+type SyncMany = (fds: readonly number[]) => Promise<(Error | null)[]>;
+
+/**
+ * fsync(2) through batches: the fsyncs asked for while a batch is under way go together in the next one, a
+ * single job on one worker thread (the addon's syncDescriptors). With many files in flight that is one thread
+ * wake-up and usually one journal commit per batch instead of one of each per file. Each caller's promise
+ * still settles only when its own descriptor's fsync has returned, with that fsync's own error if it failed.
+ * Without the addon every fsync runs on its own, as fs.fsync.
+ */
+export class FsyncBatcher {
+  private queued: { fd: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+  private running = false;
+
+  constructor(private readonly syncMany: SyncMany | null) {}
+
+  /** The caller keeps `fd` open until this settles. */
+  fsync(fd: number): Promise<void> {
+    if (this.syncMany === null) return fsyncAlone(fd);
+    return new Promise((resolve, reject) => {
+      this.queued.push({ fd, resolve, reject });
+      if (!this.running) void this.runBatches(this.syncMany as SyncMany);
+    });
+  }
+
+  private async runBatches(syncMany: SyncMany): Promise<void> {
+    this.running = true;
+    while (this.queued.length > 0) {
+      const batch = this.queued.splice(0, MAX_FSYNC_BATCH);
+      try {
+        const outcomes = await syncMany(batch.map((entry) => entry.fd));
+        batch.forEach((entry, index) => {
+          const failure = outcomes[index];
+          if (failure) entry.reject(failure);
+          else entry.resolve();
+        });
+      } catch (error) {
+        for (const entry of batch) entry.reject(error as Error);
+      }
+    }
+    this.running = false;
+  }
+}
+
+let sharedBatcher: FsyncBatcher | undefined;
+
+/** fsync(2) of `fd`, batched with the process's other fsyncs (see FsyncBatcher). */
+export function fsyncDescriptor(fd: number): Promise<void> {
+  sharedBatcher ??= new FsyncBatcher(syncManyOf(tryLoadNative()));
+  return sharedBatcher.fsync(fd);
+}
+
+function syncManyOf(addon: ReturnType<typeof tryLoadNative>): SyncMany | null {
+  if (addon === null) return null;
+  return (fds) => addon.syncDescriptors(fds);
+}
 
 /** Whether a file of `size` bytes is read and written with synchronous calls. */
 export function smallEnoughForSyncIo(size: number): boolean {
@@ -51,8 +118,13 @@ function bufferFor(expectedSize: number): Buffer {
  * buffer and decides between synchronous and thread-pool calls, while the copy always runs to end of file.
  */
 export async function copyAndHash(source: number, target: number, signal: AbortSignal, sourceSize: number): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
   const sync = smallEnoughForSyncIo(sourceSize);
+  if (sync) return copyAndHashWith(source, target, signal, sourceSize, true);
+  return largeTransfers.run(() => copyAndHashWith(source, target, signal, sourceSize, false));
+}
+
+async function copyAndHashWith(source: number, target: number, signal: AbortSignal, sourceSize: number, sync: boolean): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
   const buffer = bufferFor(sourceSize);
   let size = 0;
   for (;;) {
@@ -76,9 +148,14 @@ export async function copyAndHash(source: number, target: number, signal: AbortS
  * size the caller expects, if it knows it; it only sizes the buffer, the hash always covers whatever is there.
  */
 export async function hashDescriptor(fd: number, size?: number): Promise<string> {
-  const hash = createHash('sha256');
   const expected = size ?? fs.fstatSync(fd).size;
   const sync = smallEnoughForSyncIo(expected);
+  if (sync) return hashDescriptorWith(fd, expected, true);
+  return largeTransfers.run(() => hashDescriptorWith(fd, expected, false));
+}
+
+async function hashDescriptorWith(fd: number, expected: number, sync: boolean): Promise<string> {
+  const hash = createHash('sha256');
   const buffer = bufferFor(expected);
   let position = 0;
   for (;;) {

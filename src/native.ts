@@ -45,6 +45,12 @@ export interface NativeAddon {
   clamdScanDescriptor(socketPath: string, fd: number, timeoutMs: number): Promise<string>;
   /** sd_notify(3): returns false without NOTIFY_SOCKET. Handles abstract (@) sockets. */
   sdNotify(state: string): boolean;
+  /**
+   * fsync(2) of each descriptor, in one job off the main thread: writeback of all of them is started first, so
+   * that one journal commit can cover them all. Resolves with one entry per descriptor, in order: null, or the
+   * fs-style error (syscall 'fsync') that one got. The others are synced whatever happens to one.
+   */
+  syncDescriptors(fds: readonly number[]): Promise<(Error | null)[]>;
   getAcl(path: string, kind: AclKind): Promise<AclEntry[]>;
   getAclSync(path: string, kind: AclKind): AclEntry[];
   setAcl(path: string, kind: AclKind, entries: AclEntry[]): Promise<void>;
@@ -230,6 +236,11 @@ function withArgumentChecks(raw: NativeAddon): NativeAddon {
       checkDescriptor(fd);
       checkTimeout(timeoutMs);
       return raw.clamdScanDescriptor(socketPath, fd, timeoutMs);
+    },
+    syncDescriptors(fds: readonly number[]): Promise<(Error | null)[]> {
+      if (!Array.isArray(fds)) throw invalidArgument('fds', fds, 'an array of file descriptors');
+      fds.forEach((fd) => checkDescriptor(fd));
+      return raw.syncDescriptors(fds);
     },
     sdNotify(state: string): boolean {
       if (typeof state !== 'string' || state === '') throw invalidArgument('state', state, 'a non-empty string');

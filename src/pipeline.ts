@@ -13,12 +13,17 @@ import type { LedgerGate } from './ledger.js';
 import { ReleaseIntegrityError, type Releaser } from './release.js';
 import { scanWithAll } from './scanners/scan-all.js';
 import type { ScanReport, Scanner, Verdict } from './scanners/scanner.js';
-import { KeyedQueue } from './work-queue.js';
+import { KeyedQueue, Slots } from './work-queue.js';
 import type { VerifiedDirectory, Zone } from './zone.js';
 
 /** First retry for a file some writer still holds; doubles up to BUSY_RETRY_MAX_MS. */
 const BUSY_RETRY_FIRST_MS = 250;
 const BUSY_RETRY_MAX_MS = 5_000;
+/**
+ * Quarantined items moving at once. Only their scans are bounded by pipeline.scan_concurrency: a release is
+ * a few metadata calls and two fsyncs, and the more releases are in flight, the more of them share each fsync.
+ */
+const ITEMS_IN_FLIGHT = 128;
 /** After the drain deadline, in-flight work is aborted and gets this long to park. */
 const ABORT_GRACE_MS = 3_000;
 
@@ -82,6 +87,8 @@ export class Pipeline {
   private readonly abort = new AbortController();
   private readonly sourceQueue: KeyedQueue<string>;
   private readonly itemQueue: KeyedQueue<string>;
+  /** Scans running now, at most pipeline.scan_concurrency. */
+  private readonly scanSlots: Slots;
   /** Paths waiting for a writer to finish, with how many times they were found busy. */
   private readonly deferred = new Map<string, { timer: NodeJS.Timeout; attempts: number }>();
   private readonly busyAttempts = new Map<string, number>();
@@ -103,7 +110,8 @@ export class Pipeline {
         this.deferSource(relativePath, 'unexpected error'),
       ),
     );
-    this.itemQueue = new KeyedQueue(options.scanConcurrency, (id) => this.advanceItem(id), (id, error) =>
+    this.scanSlots = new Slots(options.scanConcurrency);
+    this.itemQueue = new KeyedQueue(Math.max(ITEMS_IN_FLIGHT, options.scanConcurrency), (id) => this.advanceItem(id), (id, error) =>
       this.onUnexpected('item failed; it stays in quarantine', { id }, error, () => this.scheduleRetry(id)),
     );
     logger.debug('pipeline ready', { intakeConcurrency: options.intakeConcurrency, scanConcurrency: options.scanConcurrency });
@@ -113,7 +121,8 @@ export class Pipeline {
   reconfigure(settings: PipelineSettings): void {
     this.settings = settings;
     this.sourceQueue.setConcurrency(settings.options.intakeConcurrency);
-    this.itemQueue.setConcurrency(settings.options.scanConcurrency);
+    this.scanSlots.setLimit(settings.options.scanConcurrency);
+    this.itemQueue.setConcurrency(Math.max(ITEMS_IN_FLIGHT, settings.options.scanConcurrency));
   }
 
   get currentScanners(): readonly Scanner[] {
@@ -294,9 +303,9 @@ export class Pipeline {
 
   private async scan(item: ItemRecord): Promise<void> {
     const { journal, logger, quarantine } = this.deps;
-    const { scanners } = this.settings;
     const target = { path: quarantine.realEntry(quarantineDataName(item.id)), size: item.size, sha256: item.sha256 };
-    const { verdict, reports } = await scanWithAll([...scanners], target, this.abort.signal);
+    // The scanners are read once the slot is free: a reload meanwhile applies to this scan.
+    const { verdict, reports } = await this.scanSlots.run(() => scanWithAll([...this.settings.scanners], target, this.abort.signal));
     if (verdict.kind === 'failed') {
       if (verdict.code === 'aborted') return;
       this.counts.scanFailures++;

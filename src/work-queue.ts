@@ -93,3 +93,35 @@ export class KeyedQueue<K> {
     waiters.forEach((resolve) => resolve());
   }
 }
+
+/** At most `limit` tasks at once through `run`; the others wait their turn in arrival order. */
+export class Slots {
+  private held = 0;
+  private readonly waiters: Array<() => void> = [];
+
+  constructor(private limit: number) {}
+
+  /** A new limit: waiting tasks start now if it grew; if it shrank, running ones finish first. */
+  setLimit(limit: number): void {
+    this.limit = limit;
+    this.wake();
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.held >= this.limit || this.waiters.length > 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    else this.held++;
+    try {
+      return await task();
+    } finally {
+      this.held--;
+      this.wake();
+    }
+  }
+
+  private wake(): void {
+    while (this.held < this.limit && this.waiters.length > 0) {
+      this.held++;
+      (this.waiters.shift() as () => void)();
+    }
+  }
+}

@@ -2,13 +2,13 @@ import fs, { constants as fsc, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { fsyncDescriptor } from './file-io.js';
 
 // Directory opens, /proc readlinks, renames, links and unlinks here are synchronous on purpose: on a local
 // filesystem each is a few microseconds of kernel work, while a trip through the thread pool costs two
 // thread wake-ups and a promise, which for many small files was most of the main thread's time. Everything
 // that can wait on the disk (fsync, reading and writing file contents) stays asynchronous.
 
-const fsyncDescriptor = promisify(fs.fsync);
 const openDescriptor = promisify(fs.open);
 
 /** A write the daemon was about to make outside its configured directories. Never caught silently. */

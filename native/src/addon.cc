@@ -16,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "lockExclusive", LockExclusive);
   Export(env, exports, "clamdScanDescriptor", ClamdScanDescriptor);
   Export(env, exports, "sdNotify", SdNotify);
+  Export(env, exports, "syncDescriptors", SyncDescriptors);
   Export(env, exports, "getAcl", GetAcl);
   Export(env, exports, "getAclSync", GetAclSync);
   Export(env, exports, "setAcl", SetAcl);

@@ -61,6 +61,9 @@ Napi::Value ClamdScanDescriptor(const Napi::CallbackInfo& info);
 // notify.cc
 Napi::Value SdNotify(const Napi::CallbackInfo& info);
 
+// sync.cc
+Napi::Value SyncDescriptors(const Napi::CallbackInfo& info);
+
 // addon.cc
 Napi::Object Init(Napi::Env env, Napi::Object exports);
 

@@ -37,6 +37,7 @@ describe('loadNative', () => {
         'setAcl',
         'setAclSync',
         'setLease',
+        'syncDescriptors',
       ].sort(),
     );
   });

@@ -76,7 +76,7 @@ describe('parseConfig: a valid config', () => {
     expect(config.pipeline).toEqual({
       stabilityWindowMs: 5000,
       rescanIntervalMs: 30_000,
-      intakeConcurrency: 16,
+      intakeConcurrency: 128,
       scanConcurrency: 16,
       retryBaseMs: 2000,
       retryMaxMs: 300_000,

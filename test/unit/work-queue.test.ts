@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedQueue } from '../../src/work-queue.js';
+import { KeyedQueue, Slots } from '../../src/work-queue.js';
 
 const tick = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 5));
 
@@ -63,5 +63,38 @@ describe('KeyedQueue', () => {
     queue.add('late');
     await queue.whenIdle();
     expect(runs).toEqual(['running']);
+  });
+});
+
+describe('Slots', () => {
+  it('runs at most `limit` tasks at once, in arrival order, and takes a new limit at once', async () => {
+    const slots = new Slots(2);
+    let running = 0;
+    let peak = 0;
+    const started: number[] = [];
+    const task = (n: number) => async () => {
+      started.push(n);
+      running++;
+      peak = Math.max(peak, running);
+      await tick();
+      running--;
+      return n;
+    };
+    const results = await Promise.all([1, 2, 3, 4, 5].map((n) => slots.run(task(n))));
+    expect(results).toEqual([1, 2, 3, 4, 5]);
+    expect(started).toEqual([1, 2, 3, 4, 5]);
+    expect(peak).toBe(2);
+
+    peak = 0;
+    const more = [6, 7, 8, 9].map((n) => slots.run(task(n)));
+    slots.setLimit(4);
+    await Promise.all(more);
+    expect(peak).toBe(4);
+  });
+
+  it('frees the slot of a task that throws', async () => {
+    const slots = new Slots(1);
+    await expect(slots.run(async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    await expect(slots.run(async () => 'next')).resolves.toBe('next');
   });
 });

@@ -52,4 +52,23 @@ describe('several scanners', () => {
       expect(await stopDaemon(daemon)).toBe(0);
     }
   });
+
+  it('runs at most pipeline.scan_concurrency scans at once while more files are in flight', async () => {
+    const directories = await makeDirectories();
+    const running = await fsp.mkdtemp(path.join(directories.root, 'mdatp-running-'));
+    const config = await writeConfig(directories, { clamdSocket: clamd.socketPath, mdatpCommand: FAKE_MDATP, pipeline: { scan_concurrency: 2 } });
+    const daemon = await startDaemonReady(config, { FAKE_MDATP_RUNNING: running, FAKE_MDATP_SCAN_SECONDS: '0.4' });
+    const names = Array.from({ length: 8 }, (_, index) => `file-${index}.txt`);
+    try {
+      await Promise.all(names.map((name) => fsp.writeFile(path.join(directories.source, name), `contents of ${name}`)));
+      await waitFor(async () => (await listFiles(directories.destination)).length === names.length && (await journalStates(directories.quarantine)).size === 0, 30_000, () => daemon.output());
+      expect((await listFiles(directories.destination)).sort()).toEqual(names);
+      const counts = (await fsp.readFile(path.join(running, 'counts'), 'utf8')).trim().split('\n').map(Number);
+      expect(counts).toHaveLength(names.length);
+      // Two at once, never three: the bound holds, and it is not a bound of one.
+      expect(Math.max(...counts)).toBe(2);
+    } finally {
+      expect(await stopDaemon(daemon)).toBe(0);
+    }
+  });
 });
