@@ -9,7 +9,7 @@
         "src/clamd.cc",
         "src/notify.cc",
         "src/acl.cc",
-        "src/sync.cc"
+        "src/batch.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

@@ -4,12 +4,12 @@
 // in the page cache (it was just written), so each call is a few microseconds of kernel time, while a trip
 // through the thread pool costs two thread wake-ups and a promise, and with many small files those trips
 // were most of the main thread's work. Larger files go through the thread pool, where a slow disk cannot
-// stall the event loop. fsync always goes through the thread pool: it waits on the disk by design.
+// stall the event loop. fsync always goes through the thread pool (file-jobs.ts): it waits on the disk by design.
 
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { promisify } from 'node:util';
-import { tryLoadNative } from './native.js';
+import { fsyncDescriptor } from './file-jobs.js';
 import { Slots } from './work-queue.js';
 
 export const SYNC_IO_MAX_BYTES = 64 * 1024;
@@ -25,67 +25,6 @@ const largeTransfers = new Slots(LARGE_TRANSFERS_AT_ONCE);
 
 const readAsync = promisify(fs.read);
 const writeAsync = promisify(fs.write);
-const fsyncAlone = promisify(fs.fsync);
-export const closeDescriptor = promisify(fs.close);
-
-/** How many descriptors one batch takes at most; the rest wait for the next. */
-const MAX_FSYNC_BATCH = 256;
-
-type SyncMany = (fds: readonly number[]) => Promise<(Error | null)[]>;
-
-/**
- * fsync(2) through batches: the fsyncs asked for while a batch is under way go together in the next one, a
- * single job on one worker thread (the addon's syncDescriptors). With many files in flight that is one thread
- * wake-up and usually one journal commit per batch instead of one of each per file. Each caller's promise
- * still settles only when its own descriptor's fsync has returned, with that fsync's own error if it failed.
- * Without the addon every fsync runs on its own, as fs.fsync.
- */
-export class FsyncBatcher {
-  private queued: { fd: number; resolve: () => void; reject: (error: Error) => void }[] = [];
-  private running = false;
-
-  constructor(private readonly syncMany: SyncMany | null) {}
-
-  /** The caller keeps `fd` open until this settles. */
-  fsync(fd: number): Promise<void> {
-    if (this.syncMany === null) return fsyncAlone(fd);
-    return new Promise((resolve, reject) => {
-      this.queued.push({ fd, resolve, reject });
-      if (!this.running) void this.runBatches(this.syncMany as SyncMany);
-    });
-  }
-
-  private async runBatches(syncMany: SyncMany): Promise<void> {
-    this.running = true;
-    while (this.queued.length > 0) {
-      const batch = this.queued.splice(0, MAX_FSYNC_BATCH);
-      try {
-        const outcomes = await syncMany(batch.map((entry) => entry.fd));
-        batch.forEach((entry, index) => {
-          const failure = outcomes[index];
-          if (failure) entry.reject(failure);
-          else entry.resolve();
-        });
-      } catch (error) {
-        for (const entry of batch) entry.reject(error as Error);
-      }
-    }
-    this.running = false;
-  }
-}
-
-let sharedBatcher: FsyncBatcher | undefined;
-
-/** fsync(2) of `fd`, batched with the process's other fsyncs (see FsyncBatcher). */
-export function fsyncDescriptor(fd: number): Promise<void> {
-  sharedBatcher ??= new FsyncBatcher(syncManyOf(tryLoadNative()));
-  return sharedBatcher.fsync(fd);
-}
-
-function syncManyOf(addon: ReturnType<typeof tryLoadNative>): SyncMany | null {
-  if (addon === null) return null;
-  return (fds) => addon.syncDescriptors(fds);
-}
 
 /** Whether a file of `size` bytes is read and written with synchronous calls. */
 export function smallEnoughForSyncIo(size: number): boolean {

@@ -3,7 +3,8 @@ import { closeSync, constants as fsc, fstatSync, lstatSync, openSync } from 'nod
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'winston';
-import { closeDescriptor, copyAndHash } from './file-io.js';
+import { copyAndHash } from './file-io.js';
+import { closeDescriptor } from './file-jobs.js';
 import { quarantineDataName, type ItemRecord, type SourceIdentity } from './item.js';
 import type { Journal } from './journal.js';
 import type { IntakeAdmission, IntakeTicket } from './limits/intake-limits.js';

@@ -51,6 +51,13 @@ export interface NativeAddon {
    * fs-style error (syscall 'fsync') that one got. The others are synced whatever happens to one.
    */
   syncDescriptors(fds: readonly number[]): Promise<(Error | null)[]>;
+  /**
+   * openat(2) of each name in its directory with O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, one after another in
+   * one job off the main thread. Resolves with one entry per file, in order: its new descriptor, or the error.
+   */
+  createFiles(files: readonly { directory: number; name: string; mode: number }[]): Promise<(number | Error)[]>;
+  /** close(2) of each descriptor in one job off the main thread; one entry per descriptor: null, or the error. */
+  closeDescriptors(fds: readonly number[]): Promise<(Error | null)[]>;
   getAcl(path: string, kind: AclKind): Promise<AclEntry[]>;
   getAclSync(path: string, kind: AclKind): AclEntry[];
   setAcl(path: string, kind: AclKind, entries: AclEntry[]): Promise<void>;
@@ -241,6 +248,23 @@ function withArgumentChecks(raw: NativeAddon): NativeAddon {
       if (!Array.isArray(fds)) throw invalidArgument('fds', fds, 'an array of file descriptors');
       fds.forEach((fd) => checkDescriptor(fd));
       return raw.syncDescriptors(fds);
+    },
+    createFiles(files: readonly { directory: number; name: string; mode: number }[]): Promise<(number | Error)[]> {
+      if (!Array.isArray(files)) throw invalidArgument('files', files, 'an array of { directory, name, mode }');
+      for (const [index, file] of files.entries()) {
+        if (typeof file !== 'object' || file === null) throw invalidArgument(`files[${index}]`, file, 'an object');
+        checkDescriptor(file.directory);
+        if (typeof file.name !== 'string' || file.name === '' || file.name.includes('/') || file.name.includes('\0') || file.name === '.' || file.name === '..') {
+          throw invalidArgument(`files[${index}].name`, file.name, 'a plain file name');
+        }
+        if (!Number.isInteger(file.mode) || file.mode < 0 || file.mode > 0o7777) throw invalidArgument(`files[${index}].mode`, file.mode, 'a mode from 0 to 0o7777');
+      }
+      return raw.createFiles(files);
+    },
+    closeDescriptors(fds: readonly number[]): Promise<(Error | null)[]> {
+      if (!Array.isArray(fds)) throw invalidArgument('fds', fds, 'an array of file descriptors');
+      fds.forEach((fd) => checkDescriptor(fd));
+      return raw.closeDescriptors(fds);
     },
     sdNotify(state: string): boolean {
       if (typeof state !== 'string' || state === '') throw invalidArgument('state', state, 'a non-empty string');

@@ -1,7 +1,8 @@
 import fs, { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'winston';
-import { copyAndHash, fsyncDescriptor, hashDescriptor } from './file-io.js';
+import { copyAndHash, hashDescriptor } from './file-io.js';
+import { fsyncDescriptor } from './file-jobs.js';
 import { insertBeforeExtension } from './filename-policy.js';
 import { quarantineDataName, releaseTemporaryName, type ItemRecord } from './item.js';
 import type { Journal } from './journal.js';

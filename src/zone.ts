@@ -1,15 +1,13 @@
 import fs, { constants as fsc, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { fsyncDescriptor } from './file-io.js';
+import { createExclusiveIn, fileJobsAreBatched, fsyncDescriptor } from './file-jobs.js';
 
 // Directory opens, /proc readlinks, renames, links and unlinks here are synchronous on purpose: on a local
 // filesystem each is a few microseconds of kernel work, while a trip through the thread pool costs two
 // thread wake-ups and a promise, which for many small files was most of the main thread's time. Everything
 // that can wait on the disk (fsync, reading and writing file contents) stays asynchronous.
 
-const openDescriptor = promisify(fs.open);
 
 /** A write the daemon was about to make outside its configured directories. Never caught silently. */
 export class ZoneError extends Error {
@@ -167,7 +165,7 @@ export function lstatOrNull(target: string): fs.Stats | null {
  */
 export class Zone {
   private readonly roots: readonly string[];
-  /** The last create queued per directory (see createExclusiveDescriptor). */
+  /** The last create queued per directory, without the addon (see createExclusiveDescriptor). */
   private readonly creates = new Map<string, Promise<number>>();
   /** Directory fsyncs, shared among every directory this zone opens. */
   private readonly directorySyncs = new DirectorySyncs();
@@ -207,17 +205,20 @@ export class Zone {
   /**
    * Like createExclusive, returning a plain descriptor. Asynchronous although creating a name is quick in
    * itself: on a filesystem busy with fsyncs it can wait for the journal, and that wait must not hold the
-   * event loop.
+   * event loop. The caller keeps `directory` open until this settles.
    */
   createExclusiveDescriptor(directory: VerifiedDirectory, name: string, mode: number): Promise<number> {
     this.assertWritable('create', directory.realEntry(name));
-    // One create per directory at a time. The kernel serialises them anyway (each holds the directory's
-    // lock), but its waiters spin for the lock, and on ext4, when inode allocation has to step over many
-    // recently deleted inodes, a create holds it long enough for that spinning to eat a whole core.
+    const creation = { directory: directory.fd, name, mode };
+    // With the addon, creates go in batches, one after another on one thread (file-jobs.ts).
+    if (fileJobsAreBatched()) return createExclusiveIn(creation, directory.entry(name));
+    // Without it, one create per directory at a time. The kernel serialises them anyway (each holds the
+    // directory's lock), but its waiters spin for the lock, and on ext4, when inode allocation has to step over
+    // many recently deleted inodes, a create holds it long enough for that spinning to eat a whole core.
     const key = directory.realPath;
     const created = (this.creates.get(key) ?? Promise.resolve())
       .catch(() => undefined)
-      .then(() => openDescriptor(directory.entry(name), fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode));
+      .then(() => createExclusiveIn(creation, directory.entry(name)));
     this.creates.set(key, created);
     const forget = (): void => {
       if (this.creates.get(key) === created) this.creates.delete(key);

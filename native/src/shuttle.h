@@ -61,8 +61,10 @@ Napi::Value ClamdScanDescriptor(const Napi::CallbackInfo& info);
 // notify.cc
 Napi::Value SdNotify(const Napi::CallbackInfo& info);
 
-// sync.cc
+// batch.cc
 Napi::Value SyncDescriptors(const Napi::CallbackInfo& info);
+Napi::Value CreateFiles(const Napi::CallbackInfo& info);
+Napi::Value CloseDescriptors(const Napi::CallbackInfo& info);
 
 // addon.cc
 Napi::Object Init(Napi::Env env, Napi::Object exports);

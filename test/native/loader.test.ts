@@ -38,6 +38,8 @@ describe('loadNative', () => {
         'setAclSync',
         'setLease',
         'syncDescriptors',
+        'createFiles',
+        'closeDescriptors',
       ].sort(),
     );
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedQueue, Slots } from '../../src/work-queue.js';
+import { Batches, KeyedQueue, Slots } from '../../src/work-queue.js';
 
 const tick = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 5));
 
@@ -96,5 +96,58 @@ describe('Slots', () => {
     const slots = new Slots(1);
     await expect(slots.run(async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
     await expect(slots.run(async () => 'next')).resolves.toBe('next');
+  });
+});
+
+/** A job that records each batch and settles it only when told, failing the items in `fail`. */
+function recordingJob(fail: ReadonlySet<number> = new Set()) {
+  const batches: number[][] = [];
+  const pending: Array<() => void> = [];
+  const run = (items: readonly number[]): Promise<(string | Error)[]> => {
+    batches.push([...items]);
+    return new Promise((resolve) => pending.push(() => resolve(items.map((item) => (fail.has(item) ? new Error(`item ${item} failed`) : `done ${item}`)))));
+  };
+  const settleNext = async (): Promise<void> => {
+    await new Promise((resolve) => setImmediate(resolve));
+    pending.shift()?.();
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+  return { batches, run, settleNext };
+}
+
+describe('Batches', () => {
+  it('sends what is asked for while a batch runs together in the next batch, at most maxBatch at a time', async () => {
+    const { batches, run, settleNext } = recordingJob();
+    const batched = new Batches(run, 2);
+    const outcomes = [10, 11, 12, 13].map((item) => batched.run(item));
+    expect(batches).toEqual([[10]]);
+    await settleNext();
+    expect(batches).toEqual([[10], [11, 12]]);
+    await settleNext();
+    expect(batches).toEqual([[10], [11, 12], [13]]);
+    await settleNext();
+    expect(await Promise.all(outcomes)).toEqual(['done 10', 'done 11', 'done 12', 'done 13']);
+  });
+
+  it('fails only the item whose outcome is an error', async () => {
+    const { run, settleNext } = recordingJob(new Set([21]));
+    const batched = new Batches(run);
+    const first = batched.run(20);
+    const outcomes = [first, batched.run(21), batched.run(22)].map((promise) => promise.then(String, (error: Error) => error.message));
+    await settleNext();
+    await settleNext();
+    expect(await Promise.all(outcomes)).toEqual(['done 20', 'item 21 failed', 'done 22']);
+  });
+
+  it('fails every item of a batch whose job throws, and goes on with the next batch', async () => {
+    let calls = 0;
+    const batched = new Batches(async (items: readonly number[]) => {
+      calls++;
+      if (calls === 1) throw new Error('no worker');
+      return items.map((item) => item * 2);
+    });
+    const first = batched.run(30).then(String, (error: Error) => error.message);
+    const second = batched.run(31).then(String, (error: Error) => error.message);
+    expect(await Promise.all([first, second])).toEqual(['no worker', '62']);
   });
 });

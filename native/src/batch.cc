@@ -1,0 +1,248 @@
+// File jobs that run for many files in one trip to a libuv worker thread, so that a burst of small files
+// costs one thread wake-up per batch rather than one per file: fsync, exclusive create, and close.
+//
+// fsync:
+// Writeback of every file is started first (sync_file_range with SYNC_FILE_RANGE_WRITE), then each
+// descriptor is fsynced in turn. Starting all the writeback before the first fsync lets the filesystem
+// allocate blocks for every file at once, so on a journaling filesystem the first fsync's commit
+// usually covers the others too and they return without a commit of their own. Each descriptor's own
+// fsync still runs and is still checked: the hint only changes how long it takes.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "shuttle.h"
+
+namespace shuttle {
+namespace {
+
+class SyncDescriptorsJob : public Napi::AsyncWorker {
+ public:
+  // `descriptors` holds -1 where no duplicate could be made; `failures` says why (an errno), else 0.
+  SyncDescriptorsJob(Napi::Env env, std::vector<int> descriptors, std::vector<int> failures)
+      : Napi::AsyncWorker(env, "shuttle.syncDescriptors"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        descriptors_(std::move(descriptors)),
+        failures_(std::move(failures)) {}
+
+  ~SyncDescriptorsJob() override {
+    for (int fd : descriptors_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    // Only a hint: a descriptor that cannot take it (a directory, a pipe) is fsynced all the same.
+    for (int fd : descriptors_) {
+      if (fd >= 0) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+    for (size_t i = 0; i < descriptors_.size(); i++) {
+      if (descriptors_[i] < 0) continue;
+      int result;
+      do {
+        result = fsync(descriptors_[i]);
+      } while (result == -1 && errno == EINTR);
+      if (result == -1) failures_[i] = errno;
+    }
+  }
+
+  // One entry per descriptor, in order: null when its fsync succeeded, else the error.
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array outcomes = Napi::Array::New(env, failures_.size());
+    for (size_t i = 0; i < failures_.size(); i++) {
+      if (failures_[i] == 0) {
+        outcomes.Set(i, env.Null());
+      } else {
+        outcomes.Set(i, SystemError(env, failures_[i], descriptors_[i] < 0 ? "fcntl" : "fsync").Value());
+      }
+    }
+    deferred_.Resolve(outcomes);
+  }
+
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<int> descriptors_;
+  std::vector<int> failures_;
+};
+
+}  // namespace
+
+Napi::Value SyncDescriptors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "descriptors must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+
+  // The worker fsyncs its own duplicates, so a caller closing its descriptor early cannot send the
+  // fsync to whatever file reuses that number. A descriptor that cannot be duplicated fails alone.
+  std::vector<int> duplicates;
+  std::vector<int> failures;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value value = list[i];
+    int fd = value.IsNumber() ? value.As<Napi::Number>().Int32Value() : -1;
+    int duplicate = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    duplicates.push_back(duplicate);
+    failures.push_back(duplicate == -1 ? (fd >= 0 ? errno : EBADF) : 0);
+  }
+
+  auto* worker = new SyncDescriptorsJob(env, std::move(duplicates), std::move(failures));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+namespace {
+
+struct Creation {
+  int directory = -1;  // a duplicate owned by the job, -1 when none could be made
+  std::string name;
+  mode_t mode = 0;
+  int fd = -1;
+  int errnum = 0;
+};
+
+// Creates run one after another: the kernel serialises creates in a directory anyway, and waiters for a
+// directory's lock spin, so several threads creating in one directory would only burn CPU.
+class CreateFilesJob : public Napi::AsyncWorker {
+ public:
+  CreateFilesJob(Napi::Env env, std::vector<Creation> creations)
+      : Napi::AsyncWorker(env, "shuttle.createFiles"), deferred_(Napi::Promise::Deferred::New(env)), creations_(std::move(creations)) {}
+
+  ~CreateFilesJob() override {
+    for (const Creation& creation : creations_) {
+      if (creation.directory >= 0) close(creation.directory);
+    }
+  }
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    for (Creation& creation : creations_) {
+      if (creation.directory < 0) continue;
+      do {
+        creation.fd = openat(creation.directory, creation.name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, creation.mode);
+      } while (creation.fd == -1 && errno == EINTR);
+      if (creation.fd == -1) creation.errnum = errno;
+    }
+  }
+
+  // One entry per file, in order: the new descriptor (the caller owns it), or the error.
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array outcomes = Napi::Array::New(env, creations_.size());
+    for (size_t i = 0; i < creations_.size(); i++) {
+      const Creation& creation = creations_[i];
+      if (creation.errnum == 0) {
+        outcomes.Set(i, Napi::Number::New(env, creation.fd));
+      } else {
+        outcomes.Set(i, SystemError(env, creation.errnum, creation.directory < 0 ? "fcntl" : "open", &creation.name).Value());
+      }
+    }
+    deferred_.Resolve(outcomes);
+  }
+
+  void OnError(const Napi::Error& error) override {
+    // Never reached with descriptors open (Execute does not throw), but close any all the same.
+    for (Creation& creation : creations_) {
+      if (creation.fd >= 0) close(creation.fd);
+    }
+    deferred_.Reject(error.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<Creation> creations_;
+};
+
+class CloseDescriptorsJob : public Napi::AsyncWorker {
+ public:
+  CloseDescriptorsJob(Napi::Env env, std::vector<int> descriptors)
+      : Napi::AsyncWorker(env, "shuttle.closeDescriptors"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        descriptors_(std::move(descriptors)),
+        failures_(descriptors_.size(), 0) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  // No retry on EINTR: on Linux the descriptor is released whatever close(2) returns.
+  void Execute() override {
+    for (size_t i = 0; i < descriptors_.size(); i++) {
+      if (close(descriptors_[i]) == -1 && errno != EINTR) failures_[i] = errno;
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array outcomes = Napi::Array::New(env, failures_.size());
+    for (size_t i = 0; i < failures_.size(); i++) {
+      outcomes.Set(i, failures_[i] == 0 ? env.Null() : SystemError(env, failures_[i], "close").Value());
+    }
+    deferred_.Resolve(outcomes);
+  }
+
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<int> descriptors_;
+  std::vector<int> failures_;
+};
+
+}  // namespace
+
+Napi::Value CreateFiles(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "files must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<Creation> creations(list.Length());
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value value = list[i];
+    if (!value.IsObject()) throw Napi::TypeError::New(env, "each file must be an object");
+    Napi::Object file = value.As<Napi::Object>();
+    Napi::Value directory = file.Get("directory");
+    Napi::Value name = file.Get("name");
+    Napi::Value mode = file.Get("mode");
+    if (!directory.IsNumber() || !name.IsString() || !mode.IsNumber()) {
+      throw Napi::TypeError::New(env, "each file needs a numeric directory, a string name and a numeric mode");
+    }
+    creations[i].name = name.As<Napi::String>().Utf8Value();
+    creations[i].mode = static_cast<mode_t>(mode.As<Napi::Number>().Uint32Value() & 07777);
+  }
+  // Duplicates, as for fsync: the caller's directory may be closed before the job runs, never reused.
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    int fd = list.Get(i).As<Napi::Object>().Get("directory").As<Napi::Number>().Int32Value();
+    creations[i].directory = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (creations[i].directory == -1) creations[i].errnum = fd >= 0 ? errno : EBADF;
+  }
+  auto* worker = new CreateFilesJob(env, std::move(creations));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value CloseDescriptors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "descriptors must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<int> descriptors;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value value = list[i];
+    if (!value.IsNumber()) throw Napi::TypeError::New(env, "each descriptor must be a number");
+    descriptors.push_back(value.As<Napi::Number>().Int32Value());
+  }
+  auto* worker = new CloseDescriptorsJob(env, std::move(descriptors));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace shuttle
