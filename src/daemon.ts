@@ -23,7 +23,7 @@ import { PermissionEnforcementError, PermissionEnforcer } from './permissions/en
 import { Pipeline } from './pipeline.js';
 import { Releaser } from './release.js';
 import { describeChange, reloadConfig } from './reload.js';
-import { ClamdScanner } from './scanners/clamd.js';
+import { ClamdScanner, sessionDescriptorPasser } from './scanners/clamd.js';
 import { MdatpScanner } from './scanners/mdatp.js';
 import type { Scanner } from './scanners/scanner.js';
 import { packageVersion, StatusServer, systemdStatusLine } from './status-server.js';
@@ -607,7 +607,7 @@ async function createIntakeLimits(
 
 function createScanners(config: ShuttleConfig, addon: NativeAddon): Scanner[] {
   const scanners: Scanner[] = [];
-  if (config.scanners.clamd !== null) scanners.push(new ClamdScanner(config.scanners.clamd, addon));
+  if (config.scanners.clamd !== null) scanners.push(new ClamdScanner(config.scanners.clamd, sessionDescriptorPasser(addon)));
   if (config.scanners.mdatp !== null) scanners.push(new MdatpScanner(config.scanners.mdatp));
   return scanners;
 }

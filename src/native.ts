@@ -43,6 +43,13 @@ export interface NativeAddon {
    * read the reply up to its NUL. Runs off the main thread. Rejects with fs-style errors (ECONNREFUSED, ENOENT, ETIMEDOUT).
    */
   clamdScanDescriptor(socketPath: string, fd: number, timeoutMs: number): Promise<string>;
+  /**
+   * zFILDES for several descriptors in one clamd session (zIDSESSION ... zEND) on one connection, off the main
+   * thread; clamd scans them in parallel. Resolves with one entry per descriptor, in order: clamd's reply to it
+   * (as clamdScanDescriptor would return it), or the fs-style error that kept it from one. `timeoutMs` is for
+   * the whole session.
+   */
+  clamdScanDescriptors(socketPath: string, fds: readonly number[], timeoutMs: number): Promise<(string | Error)[]>;
   /** sd_notify(3): returns false without NOTIFY_SOCKET. Handles abstract (@) sockets. */
   sdNotify(state: string): boolean;
   /**
@@ -243,6 +250,13 @@ function withArgumentChecks(raw: NativeAddon): NativeAddon {
       checkDescriptor(fd);
       checkTimeout(timeoutMs);
       return raw.clamdScanDescriptor(socketPath, fd, timeoutMs);
+    },
+    async clamdScanDescriptors(socketPath: string, fds: readonly number[], timeoutMs: number): Promise<(string | Error)[]> {
+      checkPath(socketPath, 'socketPath');
+      if (!Array.isArray(fds)) throw invalidArgument('fds', fds, 'an array of file descriptors');
+      fds.forEach((fd) => checkDescriptor(fd));
+      checkTimeout(timeoutMs);
+      return raw.clamdScanDescriptors(socketPath, fds, timeoutMs);
     },
     syncDescriptors(fds: readonly number[]): Promise<(Error | null)[]> {
       if (!Array.isArray(fds)) throw invalidArgument('fds', fds, 'an array of file descriptors');

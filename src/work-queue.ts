@@ -127,28 +127,29 @@ export class Slots {
 }
 
 /**
- * Items handed to one job in batches: whatever is asked for while a batch runs goes together in the next
- * (at most `maxBatch` per batch), the way a group commit works. `runBatch` answers one outcome per item, in
+ * Items handed to one job in batches: whatever is asked for while `parallel` batches run goes together in the
+ * next (at most `maxBatch` per batch), the way a group commit works. `runBatch` answers one outcome per item, in
  * order: a value, or an Error for that item alone. If it throws, every item of that batch fails with it.
  */
 export class Batches<T, R> {
   private queued: Array<{ item: T; resolve: (value: R) => void; reject: (error: Error) => void }> = [];
-  private running = false;
+  private running = 0;
 
   constructor(
     private readonly runBatch: (items: readonly T[]) => Promise<ReadonlyArray<R | Error>>,
     private readonly maxBatch = 256,
+    private readonly parallel = 1,
   ) {}
 
   run(item: T): Promise<R> {
     return new Promise((resolve, reject) => {
       this.queued.push({ item, resolve, reject });
-      if (!this.running) void this.drain();
+      if (this.running < this.parallel) void this.drain();
     });
   }
 
   private async drain(): Promise<void> {
-    this.running = true;
+    this.running++;
     while (this.queued.length > 0) {
       const batch = this.queued.splice(0, this.maxBatch);
       try {
@@ -162,6 +163,6 @@ export class Batches<T, R> {
         for (const entry of batch) entry.reject(error as Error);
       }
     }
-    this.running = false;
+    this.running--;
   }
 }

@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "getLease", GetLease);
   Export(env, exports, "lockExclusive", LockExclusive);
   Export(env, exports, "clamdScanDescriptor", ClamdScanDescriptor);
+  Export(env, exports, "clamdScanDescriptors", ClamdScanDescriptors);
   Export(env, exports, "sdNotify", SdNotify);
   Export(env, exports, "syncDescriptors", SyncDescriptors);
   Export(env, exports, "createFiles", CreateFiles);

@@ -57,6 +57,7 @@ Napi::Value LockExclusive(const Napi::CallbackInfo& info);
 
 // clamd.cc
 Napi::Value ClamdScanDescriptor(const Napi::CallbackInfo& info);
+Napi::Value ClamdScanDescriptors(const Napi::CallbackInfo& info);
 
 // notify.cc
 Napi::Value SdNotify(const Napi::CallbackInfo& info);

@@ -8,6 +8,7 @@ import net from 'node:net';
 import type { ClamdEndpoint, ClamdOptions } from '../config.js';
 import { readAt, smallEnoughForSyncIo } from '../file-io.js';
 import type { NativeAddon } from '../native.js';
+import { Batches } from '../work-queue.js';
 import {
   failed,
   ScannerError,
@@ -22,6 +23,30 @@ import {
 
 /** The one addon call this scanner needs; the full NativeAddon satisfies it. */
 export type ClamdDescriptorPasser = Pick<NativeAddon, 'clamdScanDescriptor'>;
+
+/** Files at most in one clamd session, and sessions open at once (see sessionDescriptorPasser). */
+const FILES_PER_SESSION = 64;
+const SESSIONS_AT_ONCE = 4;
+
+/**
+ * A passer that sends the descriptors asked for while earlier sessions run together in one clamd session (the
+ * addon's clamdScanDescriptors): one connection and one worker-thread job per session instead of per file,
+ * with clamd scanning a session's files in parallel. Each caller still gets clamd's reply to its own file.
+ */
+export function sessionDescriptorPasser(addon: Pick<NativeAddon, 'clamdScanDescriptors'>): ClamdDescriptorPasser {
+  const sessions = new Map<string, Batches<number, string>>();
+  return {
+    clamdScanDescriptor(socketPath: string, fd: number, timeoutMs: number): Promise<string> {
+      const key = `${timeoutMs} ${socketPath}`;
+      let batches = sessions.get(key);
+      if (batches === undefined) {
+        batches = new Batches((fds) => addon.clamdScanDescriptors(socketPath, fds, timeoutMs), FILES_PER_SESSION, SESSIONS_AT_ONCE);
+        sessions.set(key, batches);
+      }
+      return batches.run(fd);
+    },
+  };
+}
 
 export type ClamdMethod = 'descriptor' | 'stream';
 

@@ -25,6 +25,7 @@ describe('loadNative', () => {
     expect(Object.keys(addon).sort()).toEqual(
       [
         'clamdScanDescriptor',
+        'clamdScanDescriptors',
         'deleteDefaultAcl',
         'deleteDefaultAclSync',
         'getAcl',

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClamdOptions } from '../../../src/config.js';
 import { loadNative, tryLoadNative } from '../../../src/native.js';
-import { ClamdScanner, type ClamdDescriptorPasser } from '../../../src/scanners/clamd.js';
+import { ClamdScanner, sessionDescriptorPasser, type ClamdDescriptorPasser } from '../../../src/scanners/clamd.js';
 import type { ScanTarget } from '../../../src/scanners/scanner.js';
 import { EICAR, pythonDescriptorPasser, startClamd, type ClamdHarness } from '../../helpers/clamd.js';
 
@@ -78,6 +78,7 @@ describe.each([
   ['unix socket INSTREAM', () => new ClamdScanner(unixOptions(clamd), null)],
   ['TCP INSTREAM', () => new ClamdScanner(tcpOptions(clamd), null)],
   ['zFILDES through the native addon', () => (addon ? new ClamdScanner(unixOptions(clamd, { fdpass: true }), addon) : null)],
+  ['zFILDES in clamd sessions through the native addon', () => (addon ? new ClamdScanner(unixOptions(clamd, { fdpass: true }), sessionDescriptorPasser(loadNative())) : null)],
   ['zFILDES through the python3 stand-in', () => (python ? new ClamdScanner(unixOptions(clamd, { fdpass: true }), python) : null)],
 ])('real clamd over %s', (label, make) => {
   const available = label.includes('native') ? addon !== null : label.includes('python') ? python !== null : true;
@@ -103,6 +104,32 @@ describe.each([
   it.skipIf(!available)('does not even let EICAR through as clean when its hash is wrong', async () => {
     const report = await make()!.scan({ ...eicar, sha256: '0'.repeat(64) }, never());
     expect(report.verdict.kind).not.toBe('clean');
+  });
+});
+
+describe('real clamd sessions (zIDSESSION) through the native addon', () => {
+  it.skipIf(addon === null)('gives each of many files scanned at once its own verdict', async () => {
+    const scanner = new ClamdScanner(unixOptions(clamd, { fdpass: true }), sessionDescriptorPasser(loadNative()));
+    const targets = Array.from({ length: 40 }, (_, index) => (index % 5 === 2 ? eicar : medium));
+    const reports = await Promise.all(targets.map((target) => scanner.scan(target, never())));
+    reports.forEach((report, index) => {
+      expect(report.verdict).toEqual(targets[index] === eicar ? { kind: 'suspect', signature: clamd.eicarSignature } : { kind: 'clean' });
+    });
+  });
+
+  it.skipIf(addon === null)('answers each descriptor of one session in order, a bad one with its own error', async () => {
+    const native = loadNative();
+    const { openSync, closeSync } = await import('node:fs');
+    const fds = [clean, eicar, medium].map((target) => openSync(target.path, 'r'));
+    try {
+      const outcomes = await native.clamdScanDescriptors(clamd.socketPath, [fds[0]!, fds[1]!, 1_000_000, fds[2]!], 30_000);
+      expect(outcomes[0]).toMatch(/^fd\[\d+\]: OK$/);
+      expect(outcomes[1]).toMatch(new RegExp(`^fd\\[\\d+\\]: ${clamd.eicarSignature.replace(/[.]/g, '\\.')} FOUND$`));
+      expect(outcomes[2]).toMatchObject({ code: 'EBADF', syscall: 'fcntl' });
+      expect(outcomes[3]).toMatch(/^fd\[\d+\]: OK$/);
+    } finally {
+      fds.forEach((fd) => closeSync(fd));
+    }
   });
 });
 
@@ -170,6 +197,11 @@ describe('real clamd outages', () => {
       if (python) {
         const viaDescriptor = new ClamdScanner(unixOptions(outage, { fdpass: true }), python);
         expect((await viaDescriptor.scan(clean, never())).verdict).toMatchObject({ kind: 'failed', code: 'unreachable' });
+      }
+      if (addon) {
+        const inSessions = new ClamdScanner(unixOptions(outage, { fdpass: true }), sessionDescriptorPasser(loadNative()));
+        const verdicts = await Promise.all([clean, eicar, clean].map(async (target) => (await inSessions.scan(target, never())).verdict));
+        for (const verdict of verdicts) expect(verdict).toMatchObject({ kind: 'failed', code: 'unreachable' });
       }
 
       await outage.start();
