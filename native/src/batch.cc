@@ -1,8 +1,7 @@
 // File jobs that run for many files in one trip to a libuv worker thread, so that a burst of small files
 // costs one thread wake-up per batch rather than one per file: fsync, exclusive create, and close.
 //
-// fsync:
-// Writeback of every file is started first (sync_file_range with SYNC_FILE_RANGE_WRITE), then each
+// For fsync, writeback of every file is started first (sync_file_range with SYNC_FILE_RANGE_WRITE), then each
 // descriptor is fsynced in turn. Starting all the writeback before the first fsync lets the filesystem
 // allocate blocks for every file at once, so on a journaling filesystem the first fsync's commit
 // usually covers the others too and they return without a commit of their own. Each descriptor's own
@@ -18,16 +17,22 @@
 namespace shuttle {
 namespace {
 
-class SyncDescriptorsJob : public Napi::AsyncWorker {
+// fsync or close of each descriptor. For fsync the job owns duplicates (-1 where none could be made, with
+// the errno in `failures`) and closes them when it is deleted; for close the descriptors are the callers',
+// given up to the job.
+class DescriptorsJob : public Napi::AsyncWorker {
  public:
-  // `descriptors` holds -1 where no duplicate could be made; `failures` says why (an errno), else 0.
-  SyncDescriptorsJob(Napi::Env env, std::vector<int> descriptors, std::vector<int> failures)
-      : Napi::AsyncWorker(env, "shuttle.syncDescriptors"),
+  enum class Operation { kFsync, kClose };
+
+  DescriptorsJob(Napi::Env env, Operation operation, std::vector<int> descriptors, std::vector<int> failures)
+      : Napi::AsyncWorker(env, operation == Operation::kFsync ? "shuttle.syncDescriptors" : "shuttle.closeDescriptors"),
+        operation_(operation),
         deferred_(Napi::Promise::Deferred::New(env)),
         descriptors_(std::move(descriptors)),
         failures_(std::move(failures)) {}
 
-  ~SyncDescriptorsJob() override {
+  ~DescriptorsJob() override {
+    if (operation_ != Operation::kFsync) return;
     for (int fd : descriptors_) {
       if (fd >= 0) close(fd);
     }
@@ -37,6 +42,13 @@ class SyncDescriptorsJob : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
+    if (operation_ == Operation::kClose) {
+      // No retry on EINTR: on Linux the descriptor is released whatever close(2) returns.
+      for (size_t i = 0; i < descriptors_.size(); i++) {
+        if (close(descriptors_[i]) == -1 && errno != EINTR) failures_[i] = errno;
+      }
+      return;
+    }
     // Only a hint: a descriptor that cannot take it (a directory, a pipe) is fsynced all the same.
     for (int fd : descriptors_) {
       if (fd >= 0) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -51,7 +63,7 @@ class SyncDescriptorsJob : public Napi::AsyncWorker {
     }
   }
 
-  // One entry per descriptor, in order: null when its fsync succeeded, else the error.
+  // One entry per descriptor, in order: null when its call succeeded, else the error.
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Array outcomes = Napi::Array::New(env, failures_.size());
@@ -59,7 +71,8 @@ class SyncDescriptorsJob : public Napi::AsyncWorker {
       if (failures_[i] == 0) {
         outcomes.Set(i, env.Null());
       } else {
-        outcomes.Set(i, SystemError(env, failures_[i], descriptors_[i] < 0 ? "fcntl" : "fsync").Value());
+        const char* syscall = operation_ == Operation::kClose ? "close" : descriptors_[i] < 0 ? "fcntl" : "fsync";
+        outcomes.Set(i, SystemError(env, failures_[i], syscall).Value());
       }
     }
     deferred_.Resolve(outcomes);
@@ -68,34 +81,51 @@ class SyncDescriptorsJob : public Napi::AsyncWorker {
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
 
  private:
+  const Operation operation_;
   Napi::Promise::Deferred deferred_;
   std::vector<int> descriptors_;
   std::vector<int> failures_;
 };
 
-}  // namespace
+Napi::Value QueueDescriptorsJob(Napi::Env env, DescriptorsJob::Operation operation, std::vector<int> descriptors, std::vector<int> failures) {
+  auto* worker = new DescriptorsJob(env, operation, std::move(descriptors), std::move(failures));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
 
-Napi::Value SyncDescriptors(const Napi::CallbackInfo& info) {
+std::vector<int> DescriptorList(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArray()) throw Napi::TypeError::New(env, "descriptors must be an array");
   Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<int> descriptors;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value value = list[i];
+    if (!value.IsNumber()) throw Napi::TypeError::New(env, "each descriptor must be a number");
+    descriptors.push_back(value.As<Napi::Number>().Int32Value());
+  }
+  return descriptors;
+}
 
+}  // namespace
+
+Napi::Value SyncDescriptors(const Napi::CallbackInfo& info) {
   // The worker fsyncs its own duplicates, so a caller closing its descriptor early cannot send the
   // fsync to whatever file reuses that number. A descriptor that cannot be duplicated fails alone.
   std::vector<int> duplicates;
   std::vector<int> failures;
-  for (uint32_t i = 0; i < list.Length(); i++) {
-    Napi::Value value = list[i];
-    int fd = value.IsNumber() ? value.As<Napi::Number>().Int32Value() : -1;
+  for (int fd : DescriptorList(info)) {
     int duplicate = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     duplicates.push_back(duplicate);
     failures.push_back(duplicate == -1 ? (fd >= 0 ? errno : EBADF) : 0);
   }
+  return QueueDescriptorsJob(info.Env(), DescriptorsJob::Operation::kFsync, std::move(duplicates), std::move(failures));
+}
 
-  auto* worker = new SyncDescriptorsJob(env, std::move(duplicates), std::move(failures));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+Napi::Value CloseDescriptors(const Napi::CallbackInfo& info) {
+  std::vector<int> descriptors = DescriptorList(info);
+  std::vector<int> failures(descriptors.size(), 0);
+  return QueueDescriptorsJob(info.Env(), DescriptorsJob::Operation::kClose, std::move(descriptors), std::move(failures));
 }
 
 namespace {
@@ -162,41 +192,6 @@ class CreateFilesJob : public Napi::AsyncWorker {
   std::vector<Creation> creations_;
 };
 
-class CloseDescriptorsJob : public Napi::AsyncWorker {
- public:
-  CloseDescriptorsJob(Napi::Env env, std::vector<int> descriptors)
-      : Napi::AsyncWorker(env, "shuttle.closeDescriptors"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        descriptors_(std::move(descriptors)),
-        failures_(descriptors_.size(), 0) {}
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
- protected:
-  // No retry on EINTR: on Linux the descriptor is released whatever close(2) returns.
-  void Execute() override {
-    for (size_t i = 0; i < descriptors_.size(); i++) {
-      if (close(descriptors_[i]) == -1 && errno != EINTR) failures_[i] = errno;
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Array outcomes = Napi::Array::New(env, failures_.size());
-    for (size_t i = 0; i < failures_.size(); i++) {
-      outcomes.Set(i, failures_[i] == 0 ? env.Null() : SystemError(env, failures_[i], "close").Value());
-    }
-    deferred_.Resolve(outcomes);
-  }
-
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::vector<int> descriptors_;
-  std::vector<int> failures_;
-};
-
 }  // namespace
 
 Napi::Value CreateFiles(const Napi::CallbackInfo& info) {
@@ -224,22 +219,6 @@ Napi::Value CreateFiles(const Napi::CallbackInfo& info) {
     if (creations[i].directory == -1) creations[i].errnum = fd >= 0 ? errno : EBADF;
   }
   auto* worker = new CreateFilesJob(env, std::move(creations));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
-}
-
-Napi::Value CloseDescriptors(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "descriptors must be an array");
-  Napi::Array list = info[0].As<Napi::Array>();
-  std::vector<int> descriptors;
-  for (uint32_t i = 0; i < list.Length(); i++) {
-    Napi::Value value = list[i];
-    if (!value.IsNumber()) throw Napi::TypeError::New(env, "each descriptor must be a number");
-    descriptors.push_back(value.As<Napi::Number>().Int32Value());
-  }
-  auto* worker = new CloseDescriptorsJob(env, std::move(descriptors));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

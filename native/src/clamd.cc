@@ -51,6 +51,37 @@ Failure ArmDeadline(int sock, int option, Clock::time_point deadline, const char
   return {};
 }
 
+// A stream connection to clamd's unix socket at `socketPath`, into `sock`.
+Failure ConnectToClamd(const std::string& socketPath, Clock::time_point deadline, ScopedFd& sock) {
+  sock.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (sock.get() == -1) return {errno, "socket"};
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socketPath.size() >= sizeof address.sun_path) return {ENAMETOOLONG, "connect"};
+  memcpy(address.sun_path, socketPath.data(), socketPath.size());
+  if (Failure failure = ArmDeadline(sock.get(), SO_SNDTIMEO, deadline, "connect")) return failure;
+  if (connect(sock.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == -1) {
+    return {AsTimeout(errno), "connect"};
+  }
+  return {};
+}
+
+// Whatever clamd has sent, at least one byte, into `buffer`. Closed before the reply is complete: whatever
+// arrived is not a verdict.
+Failure ReceiveSome(int sock, Clock::time_point deadline, char* buffer, size_t size, size_t& received) {
+  for (;;) {
+    if (Failure failure = ArmDeadline(sock, SO_RCVTIMEO, deadline, "recv")) return failure;
+    ssize_t count = recv(sock, buffer, size, 0);
+    if (count == -1) {
+      if (errno == EINTR) continue;
+      return {AsTimeout(errno), "recv"};
+    }
+    if (count == 0) return {EPROTO, "recv"};
+    received = static_cast<size_t>(count);
+    return {};
+  }
+}
+
 // `bytes` includes the command's NUL terminator.
 Failure SendBytes(int sock, const char* bytes, size_t length, Clock::time_point deadline) {
   while (length > 0) {
@@ -120,18 +151,8 @@ class ClamdFildesScan : public Napi::AsyncWorker {
   Failure Exchange() {
     Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeoutMs_);
 
-    ScopedFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (sock.get() == -1) return {errno, "socket"};
-
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    if (socketPath_.size() >= sizeof address.sun_path) return {ENAMETOOLONG, "connect"};
-    memcpy(address.sun_path, socketPath_.data(), socketPath_.size());
-
-    if (Failure failure = ArmDeadline(sock.get(), SO_SNDTIMEO, deadline, "connect")) return failure;
-    if (connect(sock.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == -1) {
-      return {AsTimeout(errno), "connect"};
-    }
+    ScopedFd sock;
+    if (Failure failure = ConnectToClamd(socketPath_, deadline, sock)) return failure;
     if (Failure failure = SendBytes(sock.get(), kFildesCommand, sizeof kFildesCommand, deadline)) return failure;
     if (Failure failure = SendFileDescriptor(sock.get(), descriptor_.get(), deadline)) return failure;
     return ReceiveReply(sock.get(), deadline);
@@ -140,21 +161,14 @@ class ClamdFildesScan : public Napi::AsyncWorker {
   Failure ReceiveReply(int sock, Clock::time_point deadline) {
     char chunk[512];
     for (;;) {
-      if (Failure failure = ArmDeadline(sock, SO_RCVTIMEO, deadline, "recv")) return failure;
-      ssize_t received = recv(sock, chunk, sizeof chunk, 0);
-      if (received == -1) {
-        if (errno == EINTR) continue;
-        return {AsTimeout(errno), "recv"};
-      }
-      // Closed before the terminating NUL: whatever arrived is not a verdict.
-      if (received == 0) return {EPROTO, "recv"};
-
-      const char* end = static_cast<const char*>(memchr(chunk, '\0', static_cast<size_t>(received)));
+      size_t received = 0;
+      if (Failure failure = ReceiveSome(sock, deadline, chunk, sizeof chunk, received)) return failure;
+      const char* end = static_cast<const char*>(memchr(chunk, '\0', received));
       if (end != nullptr) {
         reply_.append(chunk, static_cast<size_t>(end - chunk));
         return {};
       }
-      reply_.append(chunk, static_cast<size_t>(received));
+      reply_.append(chunk, received);
       if (reply_.size() > kMaxReplyBytes) return {EPROTO, "recv"};
     }
   }
@@ -252,16 +266,8 @@ class ClamdFildesSession : public Napi::AsyncWorker {
 
  private:
   Failure Exchange(Clock::time_point deadline, std::vector<size_t>& sentIndex) {
-    ScopedFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (sock.get() == -1) return {errno, "socket"};
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    if (socketPath_.size() >= sizeof address.sun_path) return {ENAMETOOLONG, "connect"};
-    memcpy(address.sun_path, socketPath_.data(), socketPath_.size());
-    if (Failure failure = ArmDeadline(sock.get(), SO_SNDTIMEO, deadline, "connect")) return failure;
-    if (connect(sock.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == -1) {
-      return {AsTimeout(errno), "connect"};
-    }
+    ScopedFd sock;
+    if (Failure failure = ConnectToClamd(socketPath_, deadline, sock)) return failure;
     if (Failure failure = SendBytes(sock.get(), kSessionStart, sizeof kSessionStart, deadline)) return failure;
     for (size_t i = 0; i < descriptors_.size(); i++) {
       if (descriptors_[i] < 0) continue;
@@ -280,14 +286,9 @@ class ClamdFildesSession : public Napi::AsyncWorker {
     std::string pending;
     char chunk[4096];
     while (waiting > 0) {
-      if (Failure failure = ArmDeadline(sock, SO_RCVTIMEO, deadline, "recv")) return failure;
-      ssize_t received = recv(sock, chunk, sizeof chunk, 0);
-      if (received == -1) {
-        if (errno == EINTR) continue;
-        return {AsTimeout(errno), "recv"};
-      }
-      if (received == 0) return {EPROTO, "recv"};
-      pending.append(chunk, static_cast<size_t>(received));
+      size_t received = 0;
+      if (Failure failure = ReceiveSome(sock, deadline, chunk, sizeof chunk, received)) return failure;
+      pending.append(chunk, received);
       size_t start = 0;
       for (size_t end; (end = pending.find('\0', start)) != std::string::npos; start = end + 1) {
         if (!TakeReply(pending.substr(start, end - start), sentIndex)) return {EPROTO, "recv"};

@@ -1,4 +1,4 @@
-// The zFILDES exchange against stand-in servers. A python3 child plays clamd, since Node cannot
+// zFILDES exchanges (one file, or a zIDSESSION session of several) against stand-in servers. A python3 child plays clamd, since Node cannot
 // receive descriptors; the real clamd is exercised by the scanner integration tests.
 import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
@@ -178,5 +178,93 @@ describe('clamdScanDescriptor', () => {
     await expect(native.clamdScanDescriptor('/run/clamav/clamd.ctl', 0, 0)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     await expect(native.clamdScanDescriptor('/run/clamav/clamd.ctl', -3, 1000)).rejects.toThrow(/"fd" argument/);
     await expect(native.clamdScanDescriptor('', 0, 1000)).rejects.toThrow(/"socketPath" argument/);
+  });
+});
+
+// A clamd session that answers only the first of the files it is sent, then, by argv[2]: 'hangup' closes the
+// connection, 'silent' keeps it open without another word. Prints 'ready', then the commands it read.
+const FAKE_SESSION = `
+import socket, sys
+path, mode, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(1)
+print('ready', flush=True)
+conn, _ = server.accept()
+def command():
+    text = b''
+    while not text.endswith(b'\\0'):
+        byte = conn.recv(1)
+        if not byte:
+            return None
+        text += byte
+    return text
+commands = [command()]
+for _ in range(count):
+    commands.append(command())
+    socket.recv_fds(conn, 16, 4)
+print(' '.join(c.decode().rstrip('\\0') for c in commands if c), flush=True)
+conn.sendall(b'1: fd[9]: OK\\0')
+if mode == 'silent':
+    conn.recv(1)
+conn.close()
+`;
+
+async function startFakeSession(name: string, mode: 'hangup' | 'silent', count: number): Promise<{ socketPath: string; commands: Promise<string> }> {
+  const socketPath = join(directory, name);
+  const child = spawn('python3', ['-c', FAKE_SESSION, socketPath, mode, String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  let output = '';
+  const lines = new Promise<string[]>((resolve) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const complete = output.split('\n');
+      if (complete.length > 2) resolve(complete);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', () => {
+      if (output.startsWith('ready\n')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`fake clamd exited early (${code})`)));
+  });
+  return { socketPath, commands: lines.then((all) => all[1] ?? '') };
+}
+
+describe('clamdScanDescriptors', () => {
+  it('sends one session, and fails the files clamd never answered when it hangs up', async () => {
+    const session = await startFakeSession('session-hangup.sock', 'hangup', 2);
+    const fds = [openSync(sample('first.bin', 'first'), 'r'), openSync(sample('second.bin', 'second'), 'r')];
+    try {
+      const outcomes = await native.clamdScanDescriptors(session.socketPath, fds, 5000);
+      expect(outcomes[0]).toBe('fd[9]: OK');
+      expect(outcomes[1]).toMatchObject({ code: 'EPROTO', syscall: 'recv', path: session.socketPath });
+    } finally {
+      fds.forEach((fd) => closeSync(fd));
+    }
+    expect(await session.commands).toBe('zIDSESSION zFILDES zFILDES');
+  });
+
+  it('fails the files still unanswered at the deadline with ETIMEDOUT', async () => {
+    const session = await startFakeSession('silent-session.sock', 'silent', 2);
+    const fds = [openSync(sample('third.bin', 'third'), 'r'), openSync(sample('fourth.bin', 'fourth'), 'r')];
+    try {
+      const outcomes = await native.clamdScanDescriptors(session.socketPath, fds, 500);
+      expect(outcomes[0]).toBe('fd[9]: OK');
+      expect(outcomes[1]).toMatchObject({ code: 'ETIMEDOUT', syscall: 'recv' });
+    } finally {
+      fds.forEach((fd) => closeSync(fd));
+    }
+  });
+
+  it('fails every file with the connect error when clamd is not there', async () => {
+    const socketPath = join(directory, 'no-session.sock');
+    const fd = openSync(sample('c.bin', 'c'), 'r');
+    try {
+      const outcomes = await native.clamdScanDescriptors(socketPath, [fd, fd], 1000);
+      for (const outcome of outcomes) expect(outcome).toMatchObject({ code: 'ENOENT', syscall: 'connect', path: socketPath });
+    } finally {
+      closeSync(fd);
+    }
   });
 });
