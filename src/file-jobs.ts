@@ -8,7 +8,7 @@
 
 import fs from 'node:fs';
 import { promisify } from 'node:util';
-import { tryLoadNative, type NativeAddon } from './native.js';
+import { tryLoadNative, type NameChange, type NativeAddon } from './native.js';
 import { Batches } from './work-queue.js';
 
 const fsyncAlone = promisify(fs.fsync);
@@ -28,6 +28,7 @@ interface BatchedJobs {
   readonly fsync: Batches<number, null>;
   readonly create: Batches<Creation, number>;
   readonly close: Batches<number, null>;
+  readonly names: Batches<NameChange, null>;
 }
 
 /** The addon's jobs, each behind its own batches; null without the addon. */
@@ -37,6 +38,7 @@ export function batchedJobs(addon: NativeAddon | null): BatchedJobs | null {
     fsync: new Batches((fds) => addon.syncDescriptors(fds)),
     create: new Batches((files) => addon.createFiles(files)),
     close: new Batches((fds) => addon.closeDescriptors(fds)),
+    names: new Batches((changes) => addon.changeNames(changes)),
   };
 }
 
@@ -70,6 +72,16 @@ export function createExclusiveIn(creation: Creation, fallbackPath: string): Pro
   const batched = jobs();
   if (batched === null) return openAlone(fallbackPath, CREATE_FLAGS, creation.mode);
   return batched.create.run(creation);
+}
+
+/**
+ * rename(2), link(2) or unlink(2) of a name inside an open directory (see NameChange); `alone` does the same
+ * through node:fs when there is no addon. The caller keeps the directories open until this settles.
+ */
+export async function changeName(change: NameChange, alone: () => void): Promise<void> {
+  const batched = jobs();
+  if (batched === null) alone();
+  else await batched.names.run(change);
 }
 
 /** Whether the calls above go in batches (the addon is loaded). */

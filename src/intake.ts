@@ -324,7 +324,7 @@ async function removeSource(zone: Zone, directory: VerifiedDirectory, name: stri
   if (current.ino !== copied.ino || current.dev !== copied.dev) {
     throw Object.assign(new Error(`'${directory.realEntry(name)}' was replaced after it was copied`), { code: 'ESTALE' });
   }
-  await zone.unlinkIn(directory, name);
+  zone.unlinkInNow(directory, name);
   await directory.sync();
 }
 

@@ -31,6 +31,11 @@ export interface AclEntry {
 
 export type AclKind = 'access' | 'default';
 
+/** A name change for changeNames: `from`/`to` are open directory descriptors, the names plain file names. */
+export type NameChange =
+  | { readonly kind: 'rename' | 'link'; readonly from: number; readonly fromName: string; readonly to: number; readonly toName: string }
+  | { readonly kind: 'unlink'; readonly from: number; readonly fromName: string };
+
 export interface NativeAddon {
   /** fcntl(fd, F_SETLEASE, F_RDLCK | F_UNLCK). Throws fs-style errors (EAGAIN while a writer holds the file open, EACCES without ownership or CAP_LEASE). */
   setLease(fd: number, type: 'read' | 'none'): void;
@@ -65,6 +70,11 @@ export interface NativeAddon {
   createFiles(files: readonly { directory: number; name: string; mode: number }[]): Promise<(number | Error)[]>;
   /** close(2) of each descriptor in one job off the main thread; one entry per descriptor: null, or the error. */
   closeDescriptors(fds: readonly number[]): Promise<(Error | null)[]>;
+  /**
+   * renameat(2), linkat(2) (never following a symlink) or unlinkat(2) of names inside open directories, one after
+   * another in one job off the main thread. One entry per change, in order: null, or the error.
+   */
+  changeNames(changes: readonly NameChange[]): Promise<(Error | null)[]>;
   getAcl(path: string, kind: AclKind): Promise<AclEntry[]>;
   getAclSync(path: string, kind: AclKind): AclEntry[];
   setAcl(path: string, kind: AclKind, entries: AclEntry[]): Promise<void>;
@@ -151,6 +161,13 @@ function invalidArgument(name: string, value: unknown, expected: string): TypeEr
 function checkDescriptor(fd: unknown): asserts fd is number {
   if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
     throw invalidArgument('fd', fd, 'a non-negative integer');
+  }
+}
+
+/** A name inside a directory: not empty, not . or .., no slash, no NUL. */
+function checkFileName(name: unknown, label: string): asserts name is string {
+  if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
+    throw invalidArgument(label, name, 'a plain file name');
   }
 }
 
@@ -268,12 +285,25 @@ function withArgumentChecks(raw: NativeAddon): NativeAddon {
       for (const [index, file] of files.entries()) {
         if (typeof file !== 'object' || file === null) throw invalidArgument(`files[${index}]`, file, 'an object');
         checkDescriptor(file.directory);
-        if (typeof file.name !== 'string' || file.name === '' || file.name.includes('/') || file.name.includes('\0') || file.name === '.' || file.name === '..') {
-          throw invalidArgument(`files[${index}].name`, file.name, 'a plain file name');
-        }
+        checkFileName(file.name, `files[${index}].name`);
         if (!Number.isInteger(file.mode) || file.mode < 0 || file.mode > 0o7777) throw invalidArgument(`files[${index}].mode`, file.mode, 'a mode from 0 to 0o7777');
       }
       return raw.createFiles(files);
+    },
+    changeNames(changes: readonly NameChange[]): Promise<(Error | null)[]> {
+      if (!Array.isArray(changes)) throw invalidArgument('changes', changes, 'an array of name changes');
+      for (const [index, change] of changes.entries()) {
+        if (typeof change !== 'object' || change === null || !['rename', 'link', 'unlink'].includes(change.kind)) {
+          throw invalidArgument(`changes[${index}]`, change, 'a rename, link or unlink');
+        }
+        checkDescriptor(change.from);
+        checkFileName(change.fromName, `changes[${index}].fromName`);
+        if (change.kind !== 'unlink') {
+          checkDescriptor(change.to);
+          checkFileName(change.toName, `changes[${index}].toName`);
+        }
+      }
+      return raw.changeNames(changes);
     },
     closeDescriptors(fds: readonly number[]): Promise<(Error | null)[]> {
       if (!Array.isArray(fds)) throw invalidArgument('fds', fds, 'an array of file descriptors');

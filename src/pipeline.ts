@@ -477,7 +477,7 @@ export class Pipeline {
       const fd = openSync(directory.entry(name), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
       const sha256 = await hashDescriptor(fd).finally(() => closeSync(fd));
       if (sha256 !== item.sha256) return;
-      await zone.unlinkIn(directory, name);
+      zone.unlinkInNow(directory, name);
       await directory.sync();
       logger.info('removed a source that an interrupted intake had already copied', { id: item.id, path: directory.realEntry(name) });
     } finally {

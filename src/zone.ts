@@ -1,12 +1,13 @@
 import fs, { constants as fsc, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { createExclusiveIn, fileJobsAreBatched, fsyncDescriptor } from './file-jobs.js';
+import { changeName, createExclusiveIn, fileJobsAreBatched, fsyncDescriptor } from './file-jobs.js';
 
-// Directory opens, /proc readlinks, renames, links and unlinks here are synchronous on purpose: on a local
-// filesystem each is a few microseconds of kernel work, while a trip through the thread pool costs two
-// thread wake-ups and a promise, which for many small files was most of the main thread's time. Everything
-// that can wait on the disk (fsync, reading and writing file contents) stays asynchronous.
+// Directory opens and /proc readlinks here are synchronous on purpose: on a local filesystem each is a few
+// microseconds of kernel work, while a trip through the thread pool costs two thread wake-ups and a promise,
+// which for many small files was most of the main thread's time. Renames, links, unlinks, creates and fsyncs
+// go to the thread pool in batches (file-jobs.ts): each can wait for the filesystem's journal or for a
+// directory's lock, and in a batch that wait costs the main thread nothing.
 
 
 /** A write the daemon was about to make outside its configured directories. Never caught silently. */
@@ -231,18 +232,29 @@ export class Zone {
   async move(from: VerifiedDirectory, fromName: string, to: VerifiedDirectory, toName: string): Promise<void> {
     this.assertWritable('move', from.realEntry(fromName));
     this.assertWritable('move', to.realEntry(toName));
-    fs.renameSync(from.entry(fromName), to.entry(toName));
+    const change = { kind: 'rename', from: from.fd, fromName, to: to.fd, toName } as const;
+    await changeName(change, () => fs.renameSync(from.entry(fromName), to.entry(toName)));
   }
 
   /** link(2): fails with EEXIST rather than replace, which is what makes release never overwrite. */
   async link(directory: VerifiedDirectory, existing: string, name: string): Promise<void> {
     this.assertWritable('link', directory.realEntry(name));
-    fs.linkSync(directory.entry(existing), directory.entry(name));
+    const change = { kind: 'link', from: directory.fd, fromName: existing, to: directory.fd, toName: name } as const;
+    await changeName(change, () => fs.linkSync(directory.entry(existing), directory.entry(name)));
+  }
+
+  /**
+   * unlink(2) at once, on the main thread: for a source whose removal must follow the last check that no writer
+   * holds it without the gap a trip through the thread pool would leave.
+   */
+  unlinkInNow(directory: VerifiedDirectory, name: string): void {
+    this.assertWritable('unlink', directory.realEntry(name));
+    fs.unlinkSync(directory.entry(name));
   }
 
   async unlinkIn(directory: VerifiedDirectory, name: string): Promise<void> {
     this.assertWritable('unlink', directory.realEntry(name));
-    fs.unlinkSync(directory.entry(name));
+    await changeName({ kind: 'unlink', from: directory.fd, fromName: name }, () => fs.unlinkSync(directory.entry(name)));
   }
 
   async unlink(target: string): Promise<void> {

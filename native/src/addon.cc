@@ -20,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Export(env, exports, "syncDescriptors", SyncDescriptors);
   Export(env, exports, "createFiles", CreateFiles);
   Export(env, exports, "closeDescriptors", CloseDescriptors);
+  Export(env, exports, "changeNames", ChangeNames);
   Export(env, exports, "getAcl", GetAcl);
   Export(env, exports, "getAclSync", GetAclSync);
   Export(env, exports, "setAcl", SetAcl);

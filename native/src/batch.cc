@@ -224,4 +224,120 @@ Napi::Value CreateFiles(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+namespace {
+
+// One name change: rename(2), link(2) or unlink(2), by names inside open directories, never following a
+// symlink (renameat and linkat without flags, unlinkat of a file).
+struct NameChange {
+  enum class Kind { kRename, kLink, kUnlink } kind = Kind::kUnlink;
+  int from = -1;  // duplicates owned by the job
+  std::string fromName;
+  int to = -1;
+  std::string toName;
+  int errnum = 0;
+  const char* syscall = "fcntl";
+};
+
+class NameChangesJob : public Napi::AsyncWorker {
+ public:
+  NameChangesJob(Napi::Env env, std::vector<NameChange> changes)
+      : Napi::AsyncWorker(env, "shuttle.changeNames"), deferred_(Napi::Promise::Deferred::New(env)), changes_(std::move(changes)) {}
+
+  ~NameChangesJob() override {
+    for (const NameChange& change : changes_) {
+      if (change.from >= 0) close(change.from);
+      if (change.to >= 0) close(change.to);
+    }
+  }
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    for (NameChange& change : changes_) {
+      if (change.errnum != 0) continue;
+      int result = -1;
+      switch (change.kind) {
+        case NameChange::Kind::kRename:
+          change.syscall = "rename";
+          result = renameat(change.from, change.fromName.c_str(), change.to, change.toName.c_str());
+          break;
+        case NameChange::Kind::kLink:
+          change.syscall = "link";
+          result = linkat(change.from, change.fromName.c_str(), change.to, change.toName.c_str(), 0);
+          break;
+        case NameChange::Kind::kUnlink:
+          change.syscall = "unlink";
+          result = unlinkat(change.from, change.fromName.c_str(), 0);
+          break;
+      }
+      if (result == -1) change.errnum = errno;
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array outcomes = Napi::Array::New(env, changes_.size());
+    for (size_t i = 0; i < changes_.size(); i++) {
+      const NameChange& change = changes_[i];
+      outcomes.Set(i, change.errnum == 0 ? env.Null() : SystemError(env, change.errnum, change.syscall, &change.fromName).Value());
+    }
+    deferred_.Resolve(outcomes);
+  }
+
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<NameChange> changes_;
+};
+
+int DuplicateDirectory(const Napi::Value& value, NameChange& change) {
+  int fd = value.IsNumber() ? value.As<Napi::Number>().Int32Value() : -1;
+  int duplicate = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (duplicate == -1 && change.errnum == 0) change.errnum = fd >= 0 ? errno : EBADF;
+  return duplicate;
+}
+
+}  // namespace
+
+Napi::Value ChangeNames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "changes must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<NameChange> changes(list.Length());
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value value = list[i];
+    if (!value.IsObject()) throw Napi::TypeError::New(env, "each change must be an object");
+    Napi::Object object = value.As<Napi::Object>();
+    std::string kind = object.Get("kind").IsString() ? object.Get("kind").As<Napi::String>().Utf8Value() : "";
+    NameChange& change = changes[i];
+    if (kind == "rename") {
+      change.kind = NameChange::Kind::kRename;
+    } else if (kind == "link") {
+      change.kind = NameChange::Kind::kLink;
+    } else if (kind == "unlink") {
+      change.kind = NameChange::Kind::kUnlink;
+    } else {
+      throw Napi::TypeError::New(env, "kind must be rename, link or unlink");
+    }
+    if (!object.Get("fromName").IsString()) throw Napi::TypeError::New(env, "fromName must be a string");
+    change.fromName = object.Get("fromName").As<Napi::String>().Utf8Value();
+    if (change.kind != NameChange::Kind::kUnlink) {
+      if (!object.Get("toName").IsString()) throw Napi::TypeError::New(env, "toName must be a string");
+      change.toName = object.Get("toName").As<Napi::String>().Utf8Value();
+    }
+  }
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Object object = list.Get(i).As<Napi::Object>();
+    NameChange& change = changes[i];
+    change.from = DuplicateDirectory(object.Get("from"), change);
+    if (change.kind != NameChange::Kind::kUnlink) change.to = DuplicateDirectory(object.Get("to"), change);
+  }
+  auto* worker = new NameChangesJob(env, std::move(changes));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 }  // namespace shuttle

@@ -66,6 +66,7 @@ Napi::Value SdNotify(const Napi::CallbackInfo& info);
 Napi::Value SyncDescriptors(const Napi::CallbackInfo& info);
 Napi::Value CreateFiles(const Napi::CallbackInfo& info);
 Napi::Value CloseDescriptors(const Napi::CallbackInfo& info);
+Napi::Value ChangeNames(const Napi::CallbackInfo& info);
 
 // addon.cc
 Napi::Object Init(Napi::Env env, Napi::Object exports);

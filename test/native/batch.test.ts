@@ -111,3 +111,60 @@ describe('closeDescriptors', () => {
   });
 });
 
+
+describe('changeNames', () => {
+  it('renames, links and unlinks inside open directories, one outcome per change', async () => {
+    const from = mkdtempSync(join(directory, 'from-'));
+    const to = mkdtempSync(join(directory, 'to-'));
+    writeFileSync(join(from, 'moving'), 'moved bytes');
+    writeFileSync(join(to, 'taken'), 'already here');
+    writeFileSync(join(to, 'doomed'), 'to be removed');
+    const [fromFd, toFd] = [openSync(from, 'r'), openSync(to, 'r')];
+    try {
+      const outcomes = await native.changeNames([
+        { kind: 'rename', from: fromFd, fromName: 'moving', to: toFd, toName: 'moved' },
+        { kind: 'link', from: toFd, fromName: 'moved', to: toFd, toName: 'second-name' },
+        { kind: 'link', from: toFd, fromName: 'moved', to: toFd, toName: 'taken' },
+        { kind: 'unlink', from: toFd, fromName: 'doomed' },
+        { kind: 'unlink', from: toFd, fromName: 'never-there' },
+      ]);
+      expect(outcomes.slice(0, 2)).toEqual([null, null]);
+      // link(2) never replaces a name: that is what keeps a release from overwriting.
+      expect(outcomes[2]).toMatchObject({ code: 'EEXIST', syscall: 'link' });
+      expect(outcomes[3]).toBeNull();
+      expect(outcomes[4]).toMatchObject({ code: 'ENOENT', syscall: 'unlink' });
+      expect(readFileSync(join(to, 'moved'), 'utf8')).toBe('moved bytes');
+      expect(lstatSync(join(to, 'second-name')).ino).toBe(lstatSync(join(to, 'moved')).ino);
+      expect(lstatSync(join(to, 'moved')).nlink).toBe(2);
+      expect(readFileSync(join(to, 'taken'), 'utf8')).toBe('already here');
+      expect(() => lstatSync(join(to, 'doomed'))).toThrow(/ENOENT/);
+      expect(() => lstatSync(join(from, 'moving'))).toThrow(/ENOENT/);
+    } finally {
+      closeSync(fromFd);
+      closeSync(toFd);
+    }
+  });
+
+  it('links a symbolic link itself, never what it points to, and fails a change whose directory is not open', async () => {
+    const folder = mkdtempSync(join(directory, 'links-'));
+    symlinkSync('/etc/passwd', join(folder, 'pointer'));
+    const fd = openSync(folder, 'r');
+    try {
+      const outcomes = await native.changeNames([
+        { kind: 'link', from: fd, fromName: 'pointer', to: fd, toName: 'second-pointer' },
+        { kind: 'unlink', from: 1_000_000, fromName: 'pointer' },
+      ]);
+      expect(outcomes[0]).toBeNull();
+      expect(lstatSync(join(folder, 'second-pointer')).isSymbolicLink()).toBe(true);
+      expect(outcomes[1]).toMatchObject({ code: 'EBADF', syscall: 'fcntl' });
+      expect(lstatSync(join(folder, 'pointer')).isSymbolicLink()).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('refuses names that are not plain file names', () => {
+    expect(() => native.changeNames([{ kind: 'unlink', from: 0, fromName: '../x' }])).toThrow(/plain file name/);
+    expect(() => native.changeNames([{ kind: 'rename', from: 0, fromName: 'a', to: 0, toName: 'b/c' }])).toThrow(/plain file name/);
+  });
+});

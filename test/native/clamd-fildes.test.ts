@@ -1,5 +1,6 @@
-// zFILDES exchanges (one file, or a zIDSESSION session of several) against stand-in servers. A python3 child plays clamd, since Node cannot
-// receive descriptors; the real clamd is exercised by the scanner integration tests.
+// zFILDES exchanges (one file, or a zIDSESSION session of several) against stand-in servers. A python3 child
+// plays clamd, since Node cannot receive descriptors; the real clamd is exercised by the scanner integration
+// tests.
 import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

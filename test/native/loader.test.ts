@@ -41,6 +41,7 @@ describe('loadNative', () => {
         'syncDescriptors',
         'createFiles',
         'closeDescriptors',
+        'changeNames',
       ].sort(),
     );
   });
