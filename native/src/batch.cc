@@ -20,14 +20,13 @@ namespace {
 // fsync or close of each descriptor. For fsync the job owns duplicates (-1 where none could be made, with
 // the errno in `failures`) and closes them when it is deleted; for close the descriptors are the callers',
 // given up to the job.
-class DescriptorsJob : public Napi::AsyncWorker {
+class DescriptorsJob : public PromiseWorker {
  public:
   enum class Operation { kFsync, kClose };
 
   DescriptorsJob(Napi::Env env, Operation operation, std::vector<int> descriptors, std::vector<int> failures)
-      : Napi::AsyncWorker(env, operation == Operation::kFsync ? "shuttle.syncDescriptors" : "shuttle.closeDescriptors"),
+      : PromiseWorker(env, operation == Operation::kFsync ? "shuttle.syncDescriptors" : "shuttle.closeDescriptors"),
         operation_(operation),
-        deferred_(Napi::Promise::Deferred::New(env)),
         descriptors_(std::move(descriptors)),
         failures_(std::move(failures)) {}
 
@@ -37,8 +36,6 @@ class DescriptorsJob : public Napi::AsyncWorker {
       if (fd >= 0) close(fd);
     }
   }
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
   void Execute() override {
@@ -78,20 +75,14 @@ class DescriptorsJob : public Napi::AsyncWorker {
     deferred_.Resolve(outcomes);
   }
 
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
-
  private:
   const Operation operation_;
-  Napi::Promise::Deferred deferred_;
   std::vector<int> descriptors_;
   std::vector<int> failures_;
 };
 
 Napi::Value QueueDescriptorsJob(Napi::Env env, DescriptorsJob::Operation operation, std::vector<int> descriptors, std::vector<int> failures) {
-  auto* worker = new DescriptorsJob(env, operation, std::move(descriptors), std::move(failures));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return Start(new DescriptorsJob(env, operation, std::move(descriptors), std::move(failures)));
 }
 
 std::vector<int> DescriptorList(const Napi::CallbackInfo& info) {
@@ -140,18 +131,16 @@ struct Creation {
 
 // Creates run one after another: the kernel serialises creates in a directory anyway, and waiters for a
 // directory's lock spin, so several threads creating in one directory would only burn CPU.
-class CreateFilesJob : public Napi::AsyncWorker {
+class CreateFilesJob : public PromiseWorker {
  public:
   CreateFilesJob(Napi::Env env, std::vector<Creation> creations)
-      : Napi::AsyncWorker(env, "shuttle.createFiles"), deferred_(Napi::Promise::Deferred::New(env)), creations_(std::move(creations)) {}
+      : PromiseWorker(env, "shuttle.createFiles"), creations_(std::move(creations)) {}
 
   ~CreateFilesJob() override {
     for (const Creation& creation : creations_) {
       if (creation.directory >= 0) close(creation.directory);
     }
   }
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
   void Execute() override {
@@ -188,7 +177,6 @@ class CreateFilesJob : public Napi::AsyncWorker {
   }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::vector<Creation> creations_;
 };
 
@@ -218,10 +206,7 @@ Napi::Value CreateFiles(const Napi::CallbackInfo& info) {
     creations[i].directory = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     if (creations[i].directory == -1) creations[i].errnum = fd >= 0 ? errno : EBADF;
   }
-  auto* worker = new CreateFilesJob(env, std::move(creations));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return Start(new CreateFilesJob(env, std::move(creations)));
 }
 
 namespace {
@@ -238,10 +223,10 @@ struct NameChange {
   const char* syscall = "fcntl";
 };
 
-class NameChangesJob : public Napi::AsyncWorker {
+class NameChangesJob : public PromiseWorker {
  public:
   NameChangesJob(Napi::Env env, std::vector<NameChange> changes)
-      : Napi::AsyncWorker(env, "shuttle.changeNames"), deferred_(Napi::Promise::Deferred::New(env)), changes_(std::move(changes)) {}
+      : PromiseWorker(env, "shuttle.changeNames"), changes_(std::move(changes)) {}
 
   ~NameChangesJob() override {
     for (const NameChange& change : changes_) {
@@ -249,8 +234,6 @@ class NameChangesJob : public Napi::AsyncWorker {
       if (change.to >= 0) close(change.to);
     }
   }
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
   void Execute() override {
@@ -285,10 +268,7 @@ class NameChangesJob : public Napi::AsyncWorker {
     deferred_.Resolve(outcomes);
   }
 
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
-
  private:
-  Napi::Promise::Deferred deferred_;
   std::vector<NameChange> changes_;
 };
 
@@ -334,10 +314,7 @@ Napi::Value ChangeNames(const Napi::CallbackInfo& info) {
     change.from = DuplicateDirectory(object.Get("from"), change);
     if (change.kind != NameChange::Kind::kUnlink) change.to = DuplicateDirectory(object.Get("to"), change);
   }
-  auto* worker = new NameChangesJob(env, std::move(changes));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return Start(new NameChangesJob(env, std::move(changes)));
 }
 
 }  // namespace shuttle

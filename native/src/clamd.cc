@@ -213,12 +213,11 @@ Napi::Value ClamdScanDescriptor(const Napi::CallbackInfo& info) {
 
 namespace {
 
-class ClamdFildesSession : public Napi::AsyncWorker {
+class ClamdFildesSession : public PromiseWorker {
  public:
   // `descriptors` are duplicates this job owns; -1 where none could be made, with the errno in `failures`.
   ClamdFildesSession(Napi::Env env, std::string socketPath, std::vector<int> descriptors, std::vector<Failure> failures, uint32_t timeoutMs)
-      : Napi::AsyncWorker(env, "shuttle.clamdScanDescriptors"),
-        deferred_(Napi::Promise::Deferred::New(env)),
+      : PromiseWorker(env, "shuttle.clamdScanDescriptors"),
         socketPath_(std::move(socketPath)),
         descriptors_(std::move(descriptors)),
         failures_(std::move(failures)),
@@ -231,8 +230,6 @@ class ClamdFildesSession : public Napi::AsyncWorker {
       if (fd >= 0) close(fd);
     }
   }
-
-  Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
   void Execute() override {
@@ -261,8 +258,6 @@ class ClamdFildesSession : public Napi::AsyncWorker {
     }
     deferred_.Resolve(outcomes);
   }
-
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
 
  private:
   Failure Exchange(Clock::time_point deadline, std::vector<size_t>& sentIndex) {
@@ -314,7 +309,6 @@ class ClamdFildesSession : public Napi::AsyncWorker {
     return true;
   }
 
-  Napi::Promise::Deferred deferred_;
   const std::string socketPath_;
   std::vector<int> descriptors_;
   std::vector<Failure> failures_;
@@ -346,10 +340,7 @@ Napi::Value ClamdScanDescriptors(const Napi::CallbackInfo& info) {
     duplicates.push_back(duplicate);
     failures.push_back(duplicate == -1 ? Failure{fd >= 0 ? errno : EBADF, "fcntl"} : Failure{});
   }
-  auto* worker = new ClamdFildesSession(env, std::move(socketPath), std::move(duplicates), std::move(failures), static_cast<uint32_t>(timeoutMs));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+  return Start(new ClamdFildesSession(env, std::move(socketPath), std::move(duplicates), std::move(failures), static_cast<uint32_t>(timeoutMs)));
 }
 
 }  // namespace shuttle

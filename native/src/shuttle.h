@@ -39,6 +39,27 @@ struct Failure {
   explicit operator bool() const { return errnum != 0; }
 };
 
+// An AsyncWorker that settles a promise: Execute runs on a libuv worker thread, OnOK (the subclass's)
+// resolves deferred_ on the main thread, and an error thrown there rejects it.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  PromiseWorker(Napi::Env env, const char* resourceName)
+      : Napi::AsyncWorker(env, resourceName), deferred_(Napi::Promise::Deferred::New(env)) {}
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+  Napi::Promise::Deferred deferred_;
+};
+
+// Queues `worker` on the libuv pool and returns its promise; the worker deletes itself once settled.
+inline Napi::Promise Start(PromiseWorker* worker) {
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 // Builds an error shaped like Node's fs errors:
 //   "ENOENT: no such file or directory, acl_get_file '/srv/x'"
 // with code, errno (negative, as Node reports it), syscall and, when given, path.
