@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "shuttle.h"
@@ -121,8 +123,38 @@ Napi::Value CloseDescriptors(const Napi::CallbackInfo& info) {
 
 namespace {
 
+// Duplicates of the directories a batch works in, one per directory descriptor however many files of the
+// batch are in it. The job owns them: callers may close theirs before it runs, and the numbers may be reused.
+class DirectoryDuplicates {
+ public:
+  DirectoryDuplicates() = default;
+  DirectoryDuplicates(const DirectoryDuplicates&) = delete;
+  DirectoryDuplicates& operator=(const DirectoryDuplicates&) = delete;
+  DirectoryDuplicates(DirectoryDuplicates&& other) noexcept : byDescriptor_(std::move(other.byDescriptor_)) { other.byDescriptor_.clear(); }
+  ~DirectoryDuplicates() {
+    for (const auto& entry : byDescriptor_) {
+      if (entry.second.first >= 0) close(entry.second.first);
+    }
+  }
+
+  // The duplicate of `fd`, or -1 with the reason in `errnum` (left alone when it already holds one).
+  int Of(int fd, int& errnum) {
+    auto found = byDescriptor_.find(fd);
+    if (found == byDescriptor_.end()) {
+      int duplicate = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+      found = byDescriptor_.emplace(fd, std::make_pair(duplicate, duplicate == -1 ? (fd >= 0 ? errno : EBADF) : 0)).first;
+    }
+    if (found->second.first == -1 && errnum == 0) errnum = found->second.second;
+    return found->second.first;
+  }
+
+ private:
+  // caller's descriptor -> (duplicate or -1, errno when -1)
+  std::map<int, std::pair<int, int>> byDescriptor_;
+};
+
 struct Creation {
-  int directory = -1;  // a duplicate owned by the job, -1 when none could be made
+  int directory = -1;  // a duplicate owned by the job's DirectoryDuplicates, -1 when none could be made
   std::string name;
   mode_t mode = 0;
   int fd = -1;
@@ -133,14 +165,8 @@ struct Creation {
 // directory's lock spin, so several threads creating in one directory would only burn CPU.
 class CreateFilesJob : public PromiseWorker {
  public:
-  CreateFilesJob(Napi::Env env, std::vector<Creation> creations)
-      : PromiseWorker(env, "shuttle.createFiles"), creations_(std::move(creations)) {}
-
-  ~CreateFilesJob() override {
-    for (const Creation& creation : creations_) {
-      if (creation.directory >= 0) close(creation.directory);
-    }
-  }
+  CreateFilesJob(Napi::Env env, std::vector<Creation> creations, DirectoryDuplicates directories)
+      : PromiseWorker(env, "shuttle.createFiles"), creations_(std::move(creations)), directories_(std::move(directories)) {}
 
  protected:
   void Execute() override {
@@ -178,6 +204,7 @@ class CreateFilesJob : public PromiseWorker {
 
  private:
   std::vector<Creation> creations_;
+  DirectoryDuplicates directories_;
 };
 
 }  // namespace
@@ -200,13 +227,12 @@ Napi::Value CreateFiles(const Napi::CallbackInfo& info) {
     creations[i].name = name.As<Napi::String>().Utf8Value();
     creations[i].mode = static_cast<mode_t>(mode.As<Napi::Number>().Uint32Value() & 07777);
   }
-  // Duplicates, as for fsync: the caller's directory may be closed before the job runs, never reused.
+  DirectoryDuplicates directories;
   for (uint32_t i = 0; i < list.Length(); i++) {
     int fd = list.Get(i).As<Napi::Object>().Get("directory").As<Napi::Number>().Int32Value();
-    creations[i].directory = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (creations[i].directory == -1) creations[i].errnum = fd >= 0 ? errno : EBADF;
+    creations[i].directory = directories.Of(fd, creations[i].errnum);
   }
-  return Start(new CreateFilesJob(env, std::move(creations)));
+  return Start(new CreateFilesJob(env, std::move(creations), std::move(directories)));
 }
 
 namespace {
@@ -215,7 +241,7 @@ namespace {
 // symlink (renameat and linkat without flags, unlinkat of a file).
 struct NameChange {
   enum class Kind { kRename, kLink, kUnlink } kind = Kind::kUnlink;
-  int from = -1;  // duplicates owned by the job
+  int from = -1;  // duplicates owned by the job's DirectoryDuplicates
   std::string fromName;
   int to = -1;
   std::string toName;
@@ -225,15 +251,8 @@ struct NameChange {
 
 class NameChangesJob : public PromiseWorker {
  public:
-  NameChangesJob(Napi::Env env, std::vector<NameChange> changes)
-      : PromiseWorker(env, "shuttle.changeNames"), changes_(std::move(changes)) {}
-
-  ~NameChangesJob() override {
-    for (const NameChange& change : changes_) {
-      if (change.from >= 0) close(change.from);
-      if (change.to >= 0) close(change.to);
-    }
-  }
+  NameChangesJob(Napi::Env env, std::vector<NameChange> changes, DirectoryDuplicates directories)
+      : PromiseWorker(env, "shuttle.changeNames"), changes_(std::move(changes)), directories_(std::move(directories)) {}
 
  protected:
   void Execute() override {
@@ -270,14 +289,9 @@ class NameChangesJob : public PromiseWorker {
 
  private:
   std::vector<NameChange> changes_;
+  DirectoryDuplicates directories_;
 };
 
-int DuplicateDirectory(const Napi::Value& value, NameChange& change) {
-  int fd = value.IsNumber() ? value.As<Napi::Number>().Int32Value() : -1;
-  int duplicate = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-  if (duplicate == -1 && change.errnum == 0) change.errnum = fd >= 0 ? errno : EBADF;
-  return duplicate;
-}
 
 }  // namespace
 
@@ -308,13 +322,15 @@ Napi::Value ChangeNames(const Napi::CallbackInfo& info) {
       change.toName = object.Get("toName").As<Napi::String>().Utf8Value();
     }
   }
+  DirectoryDuplicates directories;
+  auto descriptor = [](Napi::Value value) { return value.IsNumber() ? value.As<Napi::Number>().Int32Value() : -1; };
   for (uint32_t i = 0; i < list.Length(); i++) {
     Napi::Object object = list.Get(i).As<Napi::Object>();
     NameChange& change = changes[i];
-    change.from = DuplicateDirectory(object.Get("from"), change);
-    if (change.kind != NameChange::Kind::kUnlink) change.to = DuplicateDirectory(object.Get("to"), change);
+    change.from = directories.Of(descriptor(object.Get("from")), change.errnum);
+    if (change.kind != NameChange::Kind::kUnlink) change.to = directories.Of(descriptor(object.Get("to")), change.errnum);
   }
-  return Start(new NameChangesJob(env, std::move(changes)));
+  return Start(new NameChangesJob(env, std::move(changes), std::move(directories)));
 }
 
 }  // namespace shuttle
