@@ -12,6 +12,9 @@
 //   BENCH_SCAN_CONCURRENCY       pipeline.scan_concurrency for the daemon (default: the daemon's own)
 //   BENCH_LOG_LEVEL              logging.level for the daemon (default: the daemon's own)
 //   BENCH_CPU_PROF               directory: run the daemon under node --cpu-prof, one profile per run
+//   BENCH_NODE_ARGS              more options for the daemon's node, space-separated (for example --max-semi-space-size=32)
+//   BENCH_WARMUP                 files of the workload's size each daemon takes before the measured batch, not counted
+//                                (default 0): the figure for a daemon whose code V8 has already compiled
 //   BENCH_JSON                   also write the results as JSON to this file
 //
 // Exit status: 0 when every target is met, 1 when one is missed, 2 when the benchmark itself failed.
@@ -46,6 +49,8 @@ interface BenchOptions {
   readonly pipeline: Readonly<Record<string, number>>;
   readonly logLevel: string | null;
   readonly cpuProfileDir: string | null;
+  readonly nodeArgs: readonly string[];
+  readonly warmupFiles: number;
   readonly jsonFile: string | null;
 }
 
@@ -78,6 +83,8 @@ function readOptions(env: NodeJS.ProcessEnv): BenchOptions {
     pipeline,
     logLevel: env.BENCH_LOG_LEVEL || null,
     cpuProfileDir: env.BENCH_CPU_PROF ? path.resolve(env.BENCH_CPU_PROF) : null,
+    nodeArgs: (env.BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== ''),
+    warmupFiles: env.BENCH_WARMUP === '0' ? 0 : (positiveInteger('BENCH_WARMUP', 0) as number),
     jsonFile: env.BENCH_JSON ? path.resolve(env.BENCH_JSON) : null,
   };
 }
@@ -116,10 +123,21 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
     const settings: ShuttleSettings = { clamdSocket: clamd.socketPath, pipeline: options.pipeline, logLevel: options.logLevel };
     const configFile = await writeConfig(directories, settings);
     const names = stageFiles(workload, staging, `${process.pid}-${runCounter}`);
-    const nodeArgs = options.cpuProfileDir === null ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=shuttle-${workload.name}-${round}.cpuprofile`];
-    const daemon = await ShuttleProcess.start(configFile, nodeArgs);
+    const warmup: Workload = { name: `warmup-${workload.name}`, count: options.warmupFiles, size: workload.size };
+    const warmupNames = warmup.count > 0 ? stageFiles(warmup, staging, `${process.pid}-${runCounter}-warmup`) : [];
+    const profile = options.cpuProfileDir === null ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=shuttle-${workload.name}-${round}.cpuprofile`];
+    const daemon = await ShuttleProcess.start(configFile, [...options.nodeArgs, ...profile]);
     let stopped = false;
     try {
+      if (warmupNames.length > 0) {
+        const warmupWatcher = new ReleaseWatcher(directories.destination, warmupNames);
+        try {
+          dropFiles(warmupNames, staging, directories.source);
+          await warmupWatcher.complete(RELEASE_TIMEOUT_MS);
+        } finally {
+          warmupWatcher.close();
+        }
+      }
       const daemonCpuBefore = cpuSeconds(daemon.pid);
       const clamdCpuBefore = cpuSeconds(clamd.pid);
       const watcher = new ReleaseWatcher(directories.destination, names);
@@ -143,7 +161,7 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
       if (status !== 0) throw new Error(`shuttle exited with ${status} after the run:\n${daemon.tail()}`);
       const leftInQuarantine = readdirSync(directories.quarantine).filter((name) => name.endsWith('.data'));
       const leftInSource = readdirSync(directories.source);
-      const strayInDestination = readdirSync(directories.destination).filter((name) => !watcher.released.has(name));
+      const strayInDestination = readdirSync(directories.destination).filter((name) => !watcher.released.has(name) && !warmupNames.includes(name));
       const marks = stageMarks(path.join(directories.log, 'shuttle.log'));
       const intake: number[] = [];
       const scanAndRelease: number[] = [];
@@ -213,6 +231,7 @@ async function main(): Promise<number> {
     if (options.cpuProfileDir !== null) await mkdir(options.cpuProfileDir, { recursive: true });
     log(`shuttle bench: ${options.rounds} round(s); files are staged, fsynced, then renamed into source_path (drop = rename)`);
     log(`pipeline settings: ${Object.keys(options.pipeline).length > 0 ? JSON.stringify(options.pipeline) : 'daemon defaults'}; cores: ${os.availableParallelism()}`);
+    if (options.warmupFiles > 0) log(`each daemon first takes ${options.warmupFiles} files that are not counted (BENCH_WARMUP)`);
     log(`working in ${root}: ${describeFilesystem(root)}`);
     const results: WorkloadResult[] = [];
     for (const workload of options.workloads) {

@@ -79,6 +79,8 @@ export class Releaser {
     const firstAttempt = !this.mayHaveLeftovers.has(item.id);
     this.mayHaveLeftovers.add(item.id);
     const directory = await this.ensureDirectory(path.dirname(target));
+    // The released file, open, when this call placed or checked it: its final fsync goes through it.
+    let released: number | null = null;
     try {
       const temporary = releaseTemporaryName(item.id);
       const leftover = firstAttempt ? null : lstatOrNull(directory.entry(temporary));
@@ -93,8 +95,8 @@ export class Releaser {
       }
       const dataPresent = firstAttempt || lstatOrNull(this.deps.quarantine.entry(quarantineDataName(item.id))) !== null;
       if (leftover !== null && dataPresent) await zone.unlinkIn(directory, temporary);
-      if (leftover === null || dataPresent) await this.placeTemporary(item, directory, temporary, signal);
-      else await this.verifyTemporary(item, directory, temporary);
+      if (leftover === null || dataPresent) released = await this.placeTemporary(item, directory, temporary, signal);
+      else released = await this.verifyTemporary(item, directory, temporary);
 
       const wanted = path.basename(target);
       const finalName = await this.linkWithoutOverwriting(directory, temporary, wanted);
@@ -105,8 +107,9 @@ export class Releaser {
           releasedAs: directory.realEntry(finalName),
         });
       }
-      return await this.finish(item, directory, temporary, finalName, true, this.deps.sameFilesystem);
+      return await this.finish(item, directory, temporary, finalName, true, this.deps.sameFilesystem, released);
     } finally {
+      if (released !== null) fs.closeSync(released);
       directory.close();
     }
   }
@@ -118,10 +121,11 @@ export class Releaser {
    *
    * The file's bytes were fsynced at intake (or by the copy); what its fsync adds here is its new mode,
    * group and ACL. It runs beside the directory's fsync, after the link: a crash before both end leaves the
-   * release unrecorded, and finishing it sets the permissions again.
+   * release unrecorded, and finishing it sets the permissions again. `released`: the file, when the caller
+   * has it open; otherwise it is opened under its temporary name.
    */
-  private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean, dataMoved = false): Promise<string> {
-    await Promise.all([syncEntry(directory, temporary), directory.sync()]);
+  private async finish(item: ItemRecord, directory: VerifiedDirectory, temporary: string, finalName: string, fresh: boolean, dataMoved = false, released: number | null = null): Promise<string> {
+    await Promise.all([released === null ? syncEntry(directory, temporary) : fsyncDescriptor(released), directory.sync()]);
     const releasedAs = path.join(path.dirname(releasePath(item)), finalName);
     await this.deps.recordRelease?.(item, releasedAs);
     await this.deps.journal.append({ op: 'released', id: item.id, releasedAs });
@@ -175,8 +179,11 @@ export class Releaser {
     await journal.append({ op: 'done', id });
   }
 
-  /** Bring the quarantine copy to `temporary` in the target directory, with its final mode and group. */
-  private async placeTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string, signal: AbortSignal): Promise<void> {
+  /**
+   * Bring the quarantine copy to `temporary` in the target directory, with its final mode and group.
+   * Answers the file, open, for the caller to close, when it was checked in place (a rename); null after a copy.
+   */
+  private async placeTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string, signal: AbortSignal): Promise<number | null> {
     const { zone, quarantine } = this.deps;
     const dataName = quarantineDataName(item.id);
     if (this.deps.sameFilesystem) {
@@ -184,8 +191,7 @@ export class Releaser {
       // is under one name or the other, and either way the release picks up from there. Should the old
       // name come back after the item is done, recovery removes it as a copy no live item owns.
       await zone.move(quarantine, dataName, directory, temporary);
-      await this.verifyTemporary(item, directory, temporary);
-      return;
+      return this.verifyTemporary(item, directory, temporary);
     }
     const source = fs.openSync(quarantine.entry(dataName), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
@@ -201,13 +207,17 @@ export class Releaser {
         throw new ReleaseIntegrityError(item.id, item.sha256, copied.sha256);
       }
       await this.setReleasedPermissions(directory, temporary);
+      return null;
     } finally {
       fs.closeSync(source);
     }
   }
 
-  /** Hash what is under `temporary` and give it the released mode and group. A mismatch is moved back. */
-  private async verifyTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string): Promise<void> {
+  /**
+   * Hash what is under `temporary` and give it the released mode and group. A mismatch is moved back.
+   * Answers the file, still open, for the caller to close.
+   */
+  private async verifyTemporary(item: ItemRecord, directory: VerifiedDirectory, temporary: string): Promise<number> {
     const fd = fs.openSync(directory.entry(temporary), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
       const actual = await hashDescriptor(fd, item.size);
@@ -216,8 +226,10 @@ export class Releaser {
         throw new ReleaseIntegrityError(item.id, item.sha256, actual);
       }
       await this.setReleasedPermissions(directory, temporary, fd);
-    } finally {
+      return fd;
+    } catch (error) {
       fs.closeSync(fd);
+      throw error;
     }
   }
 
