@@ -28,7 +28,7 @@ import { runBaseline } from './baseline.js';
 import { startClamd, type BenchClamd } from './clamd.js';
 import { describeFilesystem } from './filesystem.js';
 import { medianRun, median, fixed, renderTable, summarizeLatencies, type BaselineRun, type DaemonRun, type Target, type WorkloadResult } from './report.js';
-import { cpuSeconds, makeDirectories, ShuttleProcess, stageMarks, writeConfig, type ShuttleSettings } from './shuttle.js';
+import { cpuSeconds, mainThreadSchedule, makeDirectories, ShuttleProcess, stageMarks, writeConfig, type ShuttleSettings } from './shuttle.js';
 import { dropFiles, ReleaseWatcher, stageFiles, type Workload } from './workload.js';
 
 const MIB = 1024 * 1024;
@@ -139,6 +139,7 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
         }
       }
       const daemonCpuBefore = cpuSeconds(daemon.pid);
+      const scheduleBefore = mainThreadSchedule(daemon.pid);
       const clamdCpuBefore = cpuSeconds(clamd.pid);
       const watcher = new ReleaseWatcher(directories.destination, names);
       let dropped: Map<string, number>;
@@ -151,6 +152,7 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
         watcher.close();
       }
       const daemonCpuSeconds = cpuSeconds(daemon.pid) - daemonCpuBefore;
+      const scheduleAfter = mainThreadSchedule(daemon.pid);
       const clamdCpuSeconds = cpuSeconds(clamd.pid) - clamdCpuBefore;
       const peakRssBytes = daemon.peakRss();
       const latencies = names.map((name) => (watcher.released.get(name) as number) - (dropped.get(name) as number));
@@ -187,6 +189,10 @@ async function benchShuttle(root: string, clamd: BenchClamd, workload: Workload,
         },
         peakRssBytes,
         daemonCpuSeconds,
+        mainThread: {
+          onCpuSeconds: scheduleAfter.onCpuSeconds - scheduleBefore.onCpuSeconds,
+          waitingSeconds: scheduleAfter.waitingSeconds - scheduleBefore.waitingSeconds,
+        },
         clamdCpuSeconds,
         releasesSeenByPoll: watcher.polledOnly,
       };
@@ -250,7 +256,8 @@ async function main(): Promise<number> {
           log(
             `${workload.name} round ${round} shuttle:  ${fixed(run.wallSeconds, 2)} s, latency mean/p50/p95/max ` +
               `${[latency.meanMs, latency.p50Ms, latency.p95Ms, latency.maxMs].map((value) => fixed(value, 0)).join('/')} ms, ` +
-              `peak RSS ${fixed(run.peakRssBytes / MIB, 1)} MiB`,
+              `peak RSS ${fixed(run.peakRssBytes / MIB, 1)} MiB, main thread on a CPU ${fixed(run.mainThread.onCpuSeconds, 2)} s ` +
+              `and waiting for one ${fixed(run.mainThread.waitingSeconds, 2)} s`,
           );
         }
       }

@@ -16,6 +16,8 @@ export interface DaemonRun {
   readonly stages: { readonly intake: LatencySummary | null; readonly scanAndRelease: LatencySummary | null };
   readonly peakRssBytes: number;
   readonly daemonCpuSeconds: number;
+  /** The daemon's main thread during the run: on a CPU, and runnable but waiting for one. */
+  readonly mainThread: { readonly onCpuSeconds: number; readonly waitingSeconds: number };
   readonly clamdCpuSeconds: number;
   /** Releases seen only by the fallback poll (their latency is up to 250 ms late). */
   readonly releasesSeenByPoll: number;

@@ -156,6 +156,15 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
 }
 
+/**
+ * The main thread's time on a CPU and time spent runnable but waiting for one, in seconds
+ * (/proc/PID/task/PID/schedstat). A thread that waits long for a core gains nothing from shedding work.
+ */
+export function mainThreadSchedule(pid: number): { onCpuSeconds: number; waitingSeconds: number } {
+  const [onCpuNs = '0', waitingNs = '0'] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(' ');
+  return { onCpuSeconds: Number(onCpuNs) / 1e9, waitingSeconds: Number(waitingNs) / 1e9 };
+}
+
 export interface StageMarks {
   /** Epoch milliseconds of the daemon's 'quarantined' and 'released' log entries for one file. */
   quarantinedAt?: number;
