@@ -17,6 +17,7 @@ import {
   waitForFiles,
   writeConfig,
   type RunningDaemon,
+  type ShuttleDirectories,
 } from '../../helpers/daemon.js';
 
 let clamd: ClamdHarness;
@@ -121,12 +122,23 @@ describe('start-up refusals', () => {
 describe('shutdown', () => {
   const hangingScanner = { mdatpCommand: path.join(REPO_ROOT, 'test/fixtures/bin/mdatp') };
 
+  /**
+   * A daemon on `config` with one file in `directories` whose scan never answers, once that scan is running.
+   * A copy in quarantine is not enough: the intake may not have ended yet, and a stop would then find no
+   * scan to wait for.
+   */
+  async function startHangingScan(directories: ShuttleDirectories, config: string): Promise<RunningDaemon> {
+    const running = await fsp.mkdtemp(path.join(directories.root, 'mdatp-running-'));
+    const daemon = await startDaemonReady(config, { FAKE_MDATP_MODE: 'hang', FAKE_MDATP_RUNNING: running });
+    await fsp.writeFile(path.join(directories.source, 'slow-scan.txt'), 'takes forever');
+    await waitFor(async () => (await fsp.readdir(running)).some((name) => name.startsWith('running.')), 20_000, () => daemon.output());
+    return daemon;
+  }
+
   it('parks a scan still running at the deadline and exits 0; the item is scanned again after restart', async () => {
     const directories = await makeDirectories();
     const config = await writeConfig(directories, { ...hangingScanner, pipeline: { shutdown_timeout_seconds: 2 } });
-    const daemon = await startDaemonReady(config, { FAKE_MDATP_MODE: 'hang' });
-    await fsp.writeFile(path.join(directories.source, 'slow-scan.txt'), 'takes forever');
-    await waitFor(async () => (await quarantinedData(directories.quarantine)).length === 1, 20_000, () => daemon.output());
+    const daemon = await startHangingScan(directories, config);
     const stoppedAt = Date.now();
     expect(await stopDaemon(daemon)).toBe(0);
     expect(Date.now() - stoppedAt).toBeLessThan(8000);
@@ -144,9 +156,7 @@ describe('shutdown', () => {
   it('exits at once on a second stop signal', async () => {
     const directories = await makeDirectories();
     const config = await writeConfig(directories, { ...hangingScanner, pipeline: { shutdown_timeout_seconds: 60 } });
-    const daemon = await startDaemonReady(config, { FAKE_MDATP_MODE: 'hang' });
-    await fsp.writeFile(path.join(directories.source, 'slow-scan.txt'), 'takes forever');
-    await waitFor(async () => (await quarantinedData(directories.quarantine)).length === 1, 20_000, () => daemon.output());
+    const daemon = await startHangingScan(directories, config);
     daemon.signal('SIGTERM');
     await daemon.waitForOutput(/stopping/);
     daemon.signal('SIGTERM');
