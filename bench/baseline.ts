@@ -4,6 +4,10 @@
 // costs on top of this is the price of its guarantees.
 
 import { spawn } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { BenchClamd } from './clamd.js';
+import { dropFiles, stageFiles, type Workload } from './workload.js';
 
 const SCRIPT = String.raw`
 set -euo pipefail
@@ -58,4 +62,17 @@ function childrenCpu(output: string): number {
   let total = 0;
   for (const match of children.matchAll(/(\d+)m([\d.]+)s/g)) total += Number(match[1]) * 60 + Number(match[2]);
   return total;
+}
+
+/** One baseline run on `workload`, staged and dropped in a directory of its own under `root`, removed afterwards. */
+export async function runBaselineIn(root: string, tag: string, workload: Workload, clamd: BenchClamd): Promise<BaselineResult> {
+  const directory = path.join(root, tag);
+  const paths = { staging: path.join(directory, 'staging'), source: path.join(directory, 'in'), quarantine: path.join(directory, 'quarantine'), destination: path.join(directory, 'out') };
+  for (const each of Object.values(paths)) await mkdir(each, { recursive: true });
+  dropFiles(stageFiles(workload, paths.staging, tag), paths.staging, paths.source);
+  try {
+    return await runBaseline({ ...paths, clamdConf: clamd.conf, hashes: path.join(directory, 'sha256sums') });
+  } finally {
+    await rm(directory, { recursive: true, force: true });
+  }
 }

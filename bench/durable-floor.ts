@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { loadNative } from '../src/native.js';
-import { runBaseline } from './baseline.js';
+import { runBaselineIn } from './baseline.js';
 import { startClamd, type BenchClamd } from './clamd.js';
 import { describeFilesystem } from './filesystem.js';
 import { fixed } from './report.js';
@@ -208,12 +208,7 @@ async function main(): Promise<void> {
     log(`durable floor: ${rounds} round(s) of ${WORKLOAD.count} files of ${WORKLOAD.size / 1024} KiB, ${inFlight} in flight, ${process.env.UV_THREADPOOL_SIZE ?? 4} threads in the pool; working in ${root}: ${describeFilesystem(root)}`);
     const rows: Array<{ round: number; baseline: number; durable: number; durableCpu: number; unflushed: number }> = [];
     for (let round = 1; round <= rounds; round++) {
-      const baselineDir = path.join(root, `baseline-${round}`);
-      const paths = { staging: path.join(baselineDir, 'staging'), source: path.join(baselineDir, 'in'), quarantine: path.join(baselineDir, 'quarantine'), destination: path.join(baselineDir, 'out') };
-      for (const directory of Object.values(paths)) await mkdir(directory, { recursive: true });
-      dropFiles(stageFiles(WORKLOAD, paths.staging, `baseline-${round}`), paths.staging, paths.source);
-      const baseline = await runBaseline({ ...paths, clamdConf: clamd.conf, hashes: path.join(baselineDir, 'sha256sums') });
-      await rm(baselineDir, { recursive: true, force: true });
+      const baseline = await runBaselineIn(root, `baseline-${round}`, WORKLOAD, clamd);
       const durable = await runFloor(path.join(root, `durable-${round}`), clamd, DURABLE, inFlight, `durable-${round}`);
       await rm(path.join(root, `durable-${round}`), { recursive: true, force: true });
       const unflushed = await runFloor(path.join(root, `unflushed-${round}`), clamd, NO_FLUSH, inFlight, `unflushed-${round}`);

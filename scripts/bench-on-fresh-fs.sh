@@ -5,6 +5,7 @@
 #   scripts/bench-on-fresh-fs.sh                 ext4 with a journal, as a file-transfer host would have
 #   scripts/bench-on-fresh-fs.sh --no-journal    ext4 without a journal, like some VM images' root filesystem
 #   scripts/bench-on-fresh-fs.sh --floor         bench/durable-floor.ts instead (combines with --no-journal)
+#   scripts/bench-on-fresh-fs.sh --batch-floor   bench/batch-floor.ts instead (combines with --no-journal)
 #
 # BENCH_* variables (see bench/pipeline.ts) pass through. The image (8 GiB, sparse) lives in a temporary
 # directory under $BENCH_IMAGE_DIR (default /var/tmp) and is removed at the end.
@@ -17,7 +18,8 @@ for option in "$@"; do
   case "$option" in
     --no-journal) features=(-O ^has_journal) ;;
     --floor) bench=durable-floor ;;
-    *) echo "usage: $0 [--no-journal] [--floor]" >&2; exit 2 ;;
+    --batch-floor) bench=batch-floor ;;
+    *) echo "usage: $0 [--no-journal] [--floor | --batch-floor]" >&2; exit 2 ;;
   esac
 done
 if [ "$(id -u)" -ne 0 ]; then
@@ -40,5 +42,5 @@ mount -o loop "$work/image" "$mountpoint"
 chmod 1777 "$mountpoint"
 
 npm run --silent build
-# The floor's thread pool as the daemon's (bin/shuttle.js); the daemon sets its own.
+# The floors' thread pool as the daemon's (bin/shuttle.js); the daemon sets its own.
 TMPDIR="$mountpoint" UV_THREADPOOL_SIZE="${UV_THREADPOOL_SIZE:-16}" node "dist/bench/$bench.js"
