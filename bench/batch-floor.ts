@@ -18,7 +18,7 @@
 //   BENCH_BATCH       files per batch (default 64)
 //   BENCH_COMPONENTS  which components the second row uses, comma-separated (default: all of the above)
 
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import fs from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -26,13 +26,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { AuditLog } from '../src/audit.js';
 import { createLogger, flushLogger } from '../src/logger.js';
-import { loadNative, type AclEntry } from '../src/native.js';
+import type { AclEntry } from '../src/native.js';
 import { ClamdScanner, sessionDescriptorPasser } from '../src/scanners/clamd.js';
 import { watchTree, type TreeWatcher } from '../src/tree-watch.js';
 import { Zone } from '../src/zone.js';
 import { runBaselineIn } from './baseline.js';
 import { startClamd, type BenchClamd } from './clamd.js';
 import { describeFilesystem } from './filesystem.js';
+import { native, openLeasedSource, sha256 } from './floor-steps.js';
 import { fixed } from './report.js';
 import { dropFiles, stageFiles, type Workload } from './workload.js';
 
@@ -42,8 +43,7 @@ const COMPONENTS = ['log', 'audit', 'watch', 'acl', 'scanner'] as const;
 type Component = (typeof COMPONENTS)[number];
 /** The group named in the destination's default ACL: `users` on Debian. */
 const SHARE_GROUP_ID = 100;
-const native = loadNative();
-const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_DIRECTORY } = fs.constants;
+const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY } = fs.constants;
 
 interface Taken {
   readonly name: string;
@@ -53,10 +53,6 @@ interface Taken {
   readonly source: number;
   readonly copy: number;
   readonly sha256: string;
-}
-
-function sha256(buffer: Buffer): string {
-  return createHash('sha256').update(buffer).digest('hex');
 }
 
 function entry(tag: AclEntry['tag'], execute: boolean, id?: number): AclEntry {
@@ -107,10 +103,7 @@ async function runFloor(runDir: string, clamd: BenchClamd, batchSize: number, co
     let auditLines = '';
     for (const name of batch) {
       const sourcePath = path.join(dirs.source, name);
-      const source = fs.openSync(sourcePath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-      const stats = fs.fstatSync(source);
-      if (!stats.isFile() || stats.nlink !== 1) throw new Error(`${sourcePath}: not a plain file with one link`);
-      native.setLease(source, 'read');
+      const source = openLeasedSource(sourcePath);
       const id = randomUUID();
       const quarantinePath = path.join(dirs.quarantine, `${id}.data`);
       const copy = fs.openSync(quarantinePath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);

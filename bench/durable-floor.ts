@@ -19,22 +19,21 @@
 // The "without fsync" row does the same steps with every fsync and fdatasync left out: the difference to
 // the durable row is what the flushes cost on this filesystem.
 
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { loadNative } from '../src/native.js';
 import { runBaselineIn } from './baseline.js';
 import { startClamd, type BenchClamd } from './clamd.js';
 import { describeFilesystem } from './filesystem.js';
+import { native, openLeasedSource, sha256 } from './floor-steps.js';
 import { fixed } from './report.js';
 import { dropFiles, stageFiles, type Workload } from './workload.js';
 
 const WORKLOAD: Workload = { name: 'small', count: 2000, size: 4 * 1024 };
 const SCAN_TIMEOUT_MS = 30_000;
-const native = loadNative();
 const fsyncAsync = promisify(fs.fsync);
 const fdatasyncAsync = promisify(fs.fdatasync);
 const openAsync = promisify(fs.open);
@@ -121,10 +120,6 @@ class SharedDirectorySync {
   }
 }
 
-function sha256(buffer: Buffer): string {
-  return createHash('sha256').update(buffer).digest('hex');
-}
-
 async function runFloor(runDir: string, clamd: BenchClamd, flushes: Flushes, inFlight: number, tag: string): Promise<{ wallSeconds: number; cpuSeconds: number }> {
   const dirs = { staging: path.join(runDir, 'staging'), source: path.join(runDir, 'in'), quarantine: path.join(runDir, 'quarantine'), destination: path.join(runDir, 'out') };
   for (const directory of Object.values(dirs)) await mkdir(directory, { recursive: true });
@@ -134,14 +129,11 @@ async function runFloor(runDir: string, clamd: BenchClamd, flushes: Flushes, inF
   const sourceSync = new SharedDirectorySync(dirs.source, flushes);
   const quarantineSync = new SharedDirectorySync(dirs.quarantine, flushes);
   const destinationSync = new SharedDirectorySync(dirs.destination, flushes);
-  const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+  const { O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
 
   const moveOne = async (name: string, buffer: Buffer): Promise<void> => {
     const sourcePath = path.join(dirs.source, name);
-    const source = fs.openSync(sourcePath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-    const stats = fs.fstatSync(source);
-    if (!stats.isFile() || stats.nlink !== 1) throw new Error(`${sourcePath}: not a plain file with one link`);
-    native.setLease(source, 'read');
+    const source = openLeasedSource(sourcePath);
     const id = randomUUID();
     const quarantinePath = path.join(dirs.quarantine, `${id}.data`);
     const copy = await openAsync(quarantinePath, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
